@@ -1,0 +1,148 @@
+"""/api/v1/contacts: create, read, change, export and erase contacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields, validate
+
+from mailer.api.fields import Email, StrictSchema, attributes_field, strict_boolean
+from mailer.api.guards import require_scope
+from mailer.consent.models import SubscriptionState
+from mailer.contacts import services as contacts
+from mailer.contacts.models import Contact
+from mailer.extensions import db
+
+URL_PREFIX = "/contacts"
+blp = Blueprint("contacts", __name__, description="Contacts and their per-topic consent")
+
+SECURITY = [{"bearerAuth": []}]
+
+
+class ContactCreateSchema(StrictSchema):
+    email = Email(required=True)
+    topics = fields.List(
+        fields.String(validate=validate.Length(min=1, max=64)),
+        load_default=list,
+        validate=validate.Length(max=100),
+    )
+    source = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=200),
+        metadata={"description": "where consent was collected, e.g. 'checkout'"},
+    )
+    partner_sharing = strict_boolean(
+        load_default=None,
+        metadata={"description": "true only if the address opted in to partner sharing"},
+    )
+    attributes = attributes_field(load_default=None)
+
+
+class ContactPatchSchema(StrictSchema):
+    attributes = attributes_field()
+    partner_sharing = strict_boolean()
+    subscriptions = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=64)),
+        values=fields.String(
+            validate=validate.OneOf([SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED])
+        ),
+        metadata={"description": '{slug: "subscribed"|"unsubscribed"}'},
+    )
+
+
+class ContactSchema(ma.Schema):
+    email = fields.String()
+    attributes = fields.Dict()
+    source = fields.String(allow_none=True)
+    partner_sharing = fields.Boolean()
+    subscriptions = fields.Method(
+        "_subscriptions",
+        metadata={"description": '{slug: "pending"|"subscribed"|"unsubscribed"}'},
+    )
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    def _subscriptions(self, contact: Contact) -> dict[str, str]:
+        return {s.topic.slug: s.state for s in contact.subscriptions}
+
+
+class ExportSchema(ma.Schema):
+    email = fields.String()
+    attributes = fields.Dict()
+    source = fields.String(allow_none=True)
+    partner_sharing = fields.Boolean()
+    created_at = fields.String()
+    updated_at = fields.String()
+    subscriptions = fields.Dict(metadata={"description": "{slug: {state, created_at, updated_at}}"})
+    consent_history = fields.List(
+        fields.Dict(), metadata={"description": "every consent change: at, subject, topic, "
+                                               "state, source, note"}
+    )
+    suppressions = fields.List(fields.Dict(), metadata={"description": "marks on the address"})
+
+
+@blp.route("")
+class ContactCollection(MethodView):
+    @blp.doc(security=SECURITY)
+    @blp.arguments(ContactCreateSchema)
+    @blp.response(201, ContactSchema, description="Created")
+    @blp.alt_response(200, schema=ContactSchema, description="The address existed: updated")
+    @require_scope("contacts:write")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Create or update a contact and ask for its subscriptions."""
+        result = contacts.upsert(
+            body["email"],
+            topics=body["topics"],
+            source=body["source"],
+            partner_sharing=body["partner_sharing"],
+            attributes=body["attributes"],
+        )
+        db.session.commit()
+        return result.contact, 201 if result.created else 200
+
+
+@blp.route("/<email>")
+class ContactItem(MethodView):
+    @blp.doc(security=SECURITY)
+    @blp.response(200, ContactSchema)
+    @require_scope("contacts:read")
+    def get(self, email: str) -> Contact:
+        """A contact with its subscription states."""
+        return contacts.get(email)
+
+    @blp.doc(security=SECURITY)
+    @blp.arguments(ContactPatchSchema)
+    @blp.response(200, ContactSchema)
+    @require_scope("contacts:write")
+    def patch(self, body: dict[str, Any], email: str) -> Contact:
+        """Change attributes (merged; null removes), partner sharing, or subscriptions."""
+        contact = contacts.get(email)
+        contacts.update(
+            contact,
+            attributes=body.get("attributes"),
+            partner_sharing=body.get("partner_sharing"),
+            subscriptions=body.get("subscriptions"),
+        )
+        db.session.commit()
+        return contact
+
+    @blp.doc(security=SECURITY)
+    @blp.response(204)
+    @require_scope("contacts:write")
+    def delete(self, email: str) -> None:
+        """Erase the contact: no plaintext remains; the address stays suppressed by keyed hash."""
+        contacts.erase(contacts.get(email))
+        db.session.commit()
+        contacts.checkpoint_after_erasure()
+
+
+@blp.route("/<email>/export")
+class ContactExport(MethodView):
+    @blp.doc(security=SECURITY)
+    @blp.response(200, ExportSchema)
+    @require_scope("contacts:read")
+    def get(self, email: str) -> dict[str, Any]:
+        """Everything held about the address, consent history included."""
+        return contacts.export(contacts.get(email))

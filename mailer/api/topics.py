@@ -1,0 +1,62 @@
+"""/api/v1/topics: list and create topics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields, validate
+
+from mailer.api.fields import StrictSchema, strict_boolean
+from mailer.api.guards import require_scope
+from mailer.extensions import db
+from mailer.topics import services as topics
+from mailer.topics.models import Topic
+
+URL_PREFIX = "/topics"
+blp = Blueprint("topics", __name__, description="Topics an address can opt in to")
+
+SECURITY = [{"bearerAuth": []}]
+SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+
+
+class TopicCreateSchema(StrictSchema):
+    slug = fields.String(
+        required=True,
+        validate=validate.Regexp(SLUG, error="Lower-case letters, digits and dashes, 1-64."),
+    )
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    double_opt_in = strict_boolean(load_default=True)
+    public = strict_boolean(load_default=False)
+
+
+class TopicSchema(ma.Schema):
+    slug = fields.String()
+    name = fields.String()
+    description = fields.String()
+    double_opt_in = fields.Boolean()
+    public = fields.Boolean()
+    created_at = fields.DateTime()
+
+
+@blp.route("")
+class TopicCollection(MethodView):
+    @blp.doc(security=SECURITY)
+    @blp.response(200, TopicSchema(many=True))
+    @require_scope("topics:read")
+    def get(self) -> list[Topic]:
+        """Every topic, by slug."""
+        return topics.list_topics()
+
+    @blp.doc(security=SECURITY)
+    @blp.arguments(TopicCreateSchema)
+    @blp.response(201, TopicSchema)
+    @require_scope("topics:write")
+    def post(self, body: dict[str, Any]) -> Topic:
+        """Create a topic; a taken slug is 409 topic_exists."""
+        topic = topics.create_topic(**body)
+        db.session.commit()
+        return topic

@@ -1,0 +1,66 @@
+"""The `flask --app wsgi mailer ...` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from mailer.apikeys import services as apikeys
+from mailer.contacts.importing import ImportFileError, import_csv
+from mailer.errors import MailerError
+from mailer.extensions import db
+
+mailer_cli = AppGroup("mailer", help="Operate the mailer service.")
+
+
+@mailer_cli.command("create-api-key")
+@click.argument("name")
+@click.option(
+    "--scope", "scopes", multiple=True, type=click.Choice(sorted(apikeys.SCOPES)),
+    help="A scope the key gets (repeatable). With none, the key gets every scope.",
+)
+def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
+    """Create an API key; the key is printed alone on the last line and never stored."""
+    row, key = apikeys.issue(name, list(scopes))
+    db.session.commit()
+    click.echo(f"API key {row.id} '{name}' with scopes: {' '.join(row.scopes)}")
+    click.echo("Store it now: only its hash is kept.")
+    click.echo(key)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return max(sum(1 for _ in handle) - 1, 0)
+
+
+@mailer_cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", required=True, help="Slug of the topic the contacts consented to.")
+@click.option("--source", required=True, help="Where the consent was collected (kept in the log).")
+def import_contacts(file: Path, topic: str, source: str) -> None:
+    """Import consented contacts from FILE.csv (header row with an 'email' column)."""
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle, click.progressbar(
+            length=_count_lines(file), label="Importing", file=click.get_text_stream("stderr")
+        ) as bar:
+            report = import_csv(handle, topic=topic, source=source, on_row=lambda: bar.update(1))
+    except ImportFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"The file is not UTF-8 text ({exc.reason}).") from exc
+    except MailerError as exc:
+        raise click.ClickException(exc.message) from exc
+    for line, problem in report.bad_rows:
+        click.echo(f"line {line}: {problem}", err=True)
+    click.echo(
+        f"imported {report.created} new, updated {report.updated}, "
+        f"kept unsubscribed {report.kept_unsubscribed}, skipped {len(report.bad_rows)} bad rows"
+    )
+
+
+def register(app: Flask) -> None:
+    """Attach the command group to the app."""
+    app.cli.add_command(mailer_cli)

@@ -1,0 +1,72 @@
+"""Double opt-in: the confirm token, and the state change when the address confirms.
+
+The confirmation mail itself goes out through the sending pipeline; this module
+makes the token it carries and applies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import select
+
+from mailer.consent.models import ConsentSource, SubscriptionState
+from mailer.consent.services import set_state, subscription_for
+from mailer.contacts.models import Contact
+from mailer.extensions import db
+from mailer.suppressions import services as suppressions
+from mailer.suppressions.services import LIFTED_BY_CONFIRMATION
+from mailer.tokens import Purpose, TokenExpired, sign, verify
+from mailer.topics.models import Topic
+
+DEFAULT_MAX_AGE = 7 * 24 * 3600
+
+
+@dataclass
+class Confirmed:
+    contact: Contact
+    topics: list[Topic]
+    lifted: set[str]
+
+
+def make_token(contact: Contact, topics: list[Topic]) -> str:
+    """A confirm token for these pending topics of the contact."""
+    return sign(
+        Purpose.CONFIRM,
+        {"h": contact.address_hash, "t": sorted(topic.id for topic in topics)},
+    )
+
+
+def confirm(token: str) -> Confirmed:
+    """Apply a confirm token: pending → subscribed, marks lifted, each change logged.
+
+    Raises tokens.TokenInvalid / TokenExpired, or LookupError when the contact
+    is gone. Confirming twice changes nothing the second time.
+    """
+    max_age = current_app.config.get("MAILER_CONFIRM_MAX_AGE", DEFAULT_MAX_AGE)
+    try:
+        payload = verify(Purpose.CONFIRM, token, max_age=max_age)
+    except TokenExpired:
+        raise
+    contact = db.session.scalar(select(Contact).where(Contact.address_hash == payload["h"]))
+    if contact is None:
+        raise LookupError("contact no longer exists")
+    topics = list(db.session.scalars(select(Topic).where(Topic.id.in_(payload["t"]))))
+    confirmed: list[Topic] = []
+    for topic in topics:
+        subscription = subscription_for(contact, topic)
+        if subscription is not None and subscription.state == SubscriptionState.PENDING:
+            set_state(contact, topic, SubscriptionState.SUBSCRIBED, ConsentSource.CONFIRM)
+            confirmed.append(topic)
+    lifted: set[str] = set()
+    if confirmed:
+        lifted = {
+            reason.value
+            for reason in suppressions.lift(
+                contact.address_hash, set(LIFTED_BY_CONFIRMATION),
+                source=ConsentSource.CONFIRM, contact_id=contact.id,
+            )
+        }
+    db.session.flush()
+    return Confirmed(contact=contact, topics=confirmed, lifted=lifted)

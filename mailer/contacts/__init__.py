@@ -1,0 +1,1 @@
+"""Contacts: the addresses the service holds, with their attributes."""

@@ -1,0 +1,9 @@
+"""Imports every model module, so the mappers and Alembic see the whole schema."""
+
+from mailer.apikeys.models import ApiKey
+from mailer.consent.models import ConsentEvent, Subscription
+from mailer.contacts.models import Contact
+from mailer.suppressions.models import Suppression
+from mailer.topics.models import Topic
+
+__all__ = ["ApiKey", "ConsentEvent", "Contact", "Subscription", "Suppression", "Topic"]

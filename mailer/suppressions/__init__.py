@@ -1,0 +1,1 @@
+"""Suppressions: address-wide marks kept as keyed hashes, so they survive erasure."""
