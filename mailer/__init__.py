@@ -11,7 +11,7 @@ from flask import Flask
 def create_app(config: Any = None) -> Flask:
     """Build the WSGI application from a configuration object (default: the environment)."""
     from config import config_from_env
-    from mailer import cli, errors, settings
+    from mailer import cli, errors, health, settings
     from mailer.api import register_api
     from mailer.extensions import db, migrate
 
@@ -31,7 +31,7 @@ def create_app(config: Any = None) -> Flask:
     register_api(app)
     errors.register_error_handlers(app)
     cli.register(app)
-    app.add_url_rule("/healthz", "healthz", _healthz)
+    health.register(app)
     return app
 
 
@@ -39,7 +39,3 @@ def _migrations_dir() -> str:
     from pathlib import Path
 
     return str(Path(__file__).resolve().parent.parent / "migrations")
-
-
-def _healthz() -> tuple[dict[str, str], int]:
-    return {"status": "ok"}, 200
