@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from mailer.apikeys import services as apikeys
@@ -44,7 +45,7 @@ def import_contacts(file: Path, topic: str, source: str) -> None:
     """Import consented contacts from FILE.csv (header row with an 'email' column)."""
     try:
         with file.open(newline="", encoding="utf-8-sig") as handle, click.progressbar(
-            length=_count_lines(file), label="Importing", file=click.get_text_stream("stderr")
+            length=_count_lines(file), label="Importing", file=sys.stderr
         ) as bar:
             report = import_csv(handle, topic=topic, source=source, on_row=lambda: bar.update(1))
     except ImportFileError as exc:
@@ -59,6 +60,16 @@ def import_contacts(file: Path, topic: str, source: str) -> None:
         f"imported {report.created} new, updated {report.updated}, "
         f"kept unsubscribed {report.kept_unsubscribed}, skipped {len(report.bad_rows)} bad rows"
     )
+
+
+@mailer_cli.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def dev(host: str, port: int) -> None:
+    """Serve the service for a first look on this machine (development server)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(f"mailer: serving on http://{host}:{port}/ (API under /api/v1)")
+    app.run(host=host, port=port, debug=False, use_reloader=False)
 
 
 def register(app: Flask) -> None:

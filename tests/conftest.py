@@ -31,7 +31,7 @@ def database_url(tmp_dir: str) -> str:
     return os.environ.get("MAILER_TEST_DATABASE_URL") or f"sqlite:///{tmp_dir}/mailer.db"
 
 
-def test_config(url: str) -> TestConfig:
+def config_for_tests(url: str) -> TestConfig:
     """A configuration for tests that never reads the developer's own MAILER_* settings."""
     config = TestConfig.from_env({})
     config.MAILER_DATABASE_URL = url
@@ -58,7 +58,7 @@ def reset_schema() -> None:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     tmp_dir = tmp_path_factory.mktemp("db")
-    application = create_app(test_config(database_url(str(tmp_dir))))
+    application = create_app(config_for_tests(database_url(str(tmp_dir))))
     application.instance_path = str(tmp_path_factory.mktemp("instance"))
     with application.app_context():
         reset_schema()

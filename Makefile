@@ -1,0 +1,43 @@
+# Everything a fresh machine needs: `make run` and `make test` set up the venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app wsgi
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailer_test
+PYTEST_ARGS ?=
+
+.PHONY: install run migrate test test-postgres lint bench-api clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(FLASK) db upgrade
+
+run: migrate
+	$(FLASK) mailer dev
+
+# The suite on SQLite, or on PostgreSQL when MAILER_TEST_DATABASE_URL is set.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	$(BIN)/python -m tests.ensure_postgres "$(PG_URL)"
+	MAILER_TEST_DATABASE_URL="$(PG_URL)" $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench-api: install
+	$(BIN)/python bench/api_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

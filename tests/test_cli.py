@@ -1,0 +1,136 @@
+"""The `flask --app wsgi mailer ...` commands, run as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from mailer.apikeys.models import ApiKey
+from mailer.consent.models import ConsentEvent
+from mailer.contacts.models import Contact
+from mailer.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_flask(app, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        MAILER_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        MAILER_SECRET_KEYS=",".join(app.config["MAILER_SECRET_KEYS"]),
+        MAILER_ENV="development",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_create_api_key_prints_the_key_last_and_stores_only_its_hash(app, client):
+    result = run_flask(app, "mailer", "create-api-key", "shop",
+                       "--scope", "contacts:read", "--scope", "topics:read")
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("mk_") and len(key) >= 43 + 3
+    row = db.session.scalar(select(ApiKey).where(ApiKey.name == "shop"))
+    assert row.scopes == ["contacts:read", "topics:read"]
+    assert key not in repr(row.__dict__)
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/topics", headers=headers).status_code == 200
+    denied = client.post("/api/v1/topics", json={"slug": "x", "name": "X"}, headers=headers)
+    assert denied.status_code == 403
+
+
+def test_create_api_key_without_scope_gets_every_scope(app):
+    from mailer.apikeys.services import SCOPES
+
+    result = run_flask(app, "mailer", "create-api-key", "all")
+    assert result.returncode == 0, result.stderr
+    row = db.session.scalar(select(ApiKey).where(ApiKey.name == "all"))
+    assert sorted(row.scopes) == sorted(SCOPES)
+
+
+def test_create_api_key_refuses_an_unknown_scope(app):
+    result = run_flask(app, "mailer", "create-api-key", "bad", "--scope", "everything")
+    assert result.returncode == 2
+    assert "everything" in result.stderr
+    assert db.session.scalar(select(ApiKey)) is None
+
+
+CSV = """email,country,first_name
+ann@example.com,DE,Ann
+not-an-address,FR,Bob
+CAROL@Example.com,AT,Carol
+,DE,Nobody
+dan@example.com,DE,4111 1111 1111 1111
+eve@example.com,"SE",Eve,extra
+"""
+
+
+def test_import_reports_bad_rows_by_line_and_imports_the_good_ones(app, tmp_path, make_topic):
+    make_topic("news")  # double opt-in: an import carries consent given elsewhere
+    path = tmp_path / "list.csv"
+    path.write_text(CSV, encoding="utf-8")
+    result = run_flask(app, "mailer", "import", str(path), "--topic", "news",
+                       "--source", "spring fair 2026")
+    assert result.returncode == 0, result.stderr
+    assert "line 3:" in result.stderr  # not-an-address
+    assert "line 5:" in result.stderr  # empty address
+    assert "line 6:" in result.stderr and "card number" in result.stderr
+    assert "line 7:" in result.stderr  # more fields than the header
+    assert "line 2:" not in result.stderr and "line 4:" not in result.stderr
+    assert "imported 2 new" in result.stdout
+    assert "4111" not in result.stdout + result.stderr
+
+    contacts = {c.email: c for c in db.session.scalars(select(Contact))}
+    assert sorted(contacts) == ["ann@example.com", "carol@example.com"]
+    assert contacts["ann@example.com"].attributes == {"country": "DE", "first_name": "Ann"}
+    assert {s.topic.slug: s.state for s in contacts["carol@example.com"].subscriptions} == {
+        "news": "subscribed"
+    }
+    events = db.session.scalars(select(ConsentEvent)).all()
+    assert {(e.source, e.note, e.state) for e in events} == {
+        ("import", "spring fair 2026", "subscribed")
+    }
+
+
+def test_import_into_an_unknown_topic_fails_cleanly(app, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("email\nann@example.com\n", encoding="utf-8")
+    result = run_flask(app, "mailer", "import", str(path), "--topic", "nope", "--source", "x")
+    assert result.returncode == 1
+    assert "Unknown topic: nope" in result.stderr
+    assert db.session.scalar(select(Contact)) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "header row"), ("name,country\nAnn,DE\n", "no 'email' column")],
+)
+def test_import_needs_an_email_column(app, tmp_path, make_topic, content, message):
+    make_topic("news")
+    path = tmp_path / "list.csv"
+    path.write_text(content, encoding="utf-8")
+    result = run_flask(app, "mailer", "import", str(path), "--topic", "news", "--source", "x")
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_import_in_many_batches(app, tmp_path, make_topic):
+    from mailer.contacts import importing
+
+    make_topic("news")
+    rows = "\n".join(f"user{i}@example.com,{i}" for i in range(1, 651))
+    path = tmp_path / "big.csv"
+    path.write_text("email,n\n" + rows + "\n", encoding="utf-8")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["mailer", "import", str(path), "--topic", "news",
+                                 "--source", "crm"])
+    assert result.exit_code == 0, result.output
+    assert importing.BATCH_SIZE < 650
+    assert len(db.session.scalars(select(Contact.id)).all()) == 650
