@@ -75,6 +75,10 @@ class Config:
     MAILER_RATELIMIT_ENABLED = True
     MAILER_MAX_RATE = 0.0
     MAILER_SMTP_CONNECTIONS = 4
+    MAILER_MAX_ATTEMPTS = 10
+    MAILER_WORKER_LEASE = 30.0
+    MAILER_WORKER_BATCH = 200
+    MAILER_CONFIRM_MAX_AGE = 7 * 24 * 3600
     MAILER_BRAND_NAME = "mailer"
     MAILER_LOG_LEVEL = "INFO"
 
@@ -100,13 +104,29 @@ class Config:
         config.MAILER_RATELIMIT_ENABLED = _flag(env.get("MAILER_RATELIMIT_ENABLED"), True)
         config.MAILER_MAX_RATE = _float(env, "MAILER_MAX_RATE", 0.0)
         config.MAILER_SMTP_CONNECTIONS = _int(env, "MAILER_SMTP_CONNECTIONS", 4)
+        config.MAILER_MAX_ATTEMPTS = _int(env, "MAILER_MAX_ATTEMPTS", 10)
+        config.MAILER_WORKER_LEASE = _float(env, "MAILER_WORKER_LEASE", 30.0)
+        config.MAILER_WORKER_BATCH = _int(env, "MAILER_WORKER_BATCH", 200)
+        config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600)
         config.MAILER_BRAND_NAME = env.get("MAILER_BRAND_NAME") or "mailer"
         config.MAILER_LOG_LEVEL = (env.get("MAILER_LOG_LEVEL") or "INFO").upper()
         return config
 
 
 class DevelopmentConfig(Config):
-    """The default: SQLite under instance/, secret keys generated once into instance/."""
+    """The default: SQLite under instance/, secret keys generated once into instance/.
+
+    Mail settings get placeholders so a first look works; production has none.
+    """
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        config = super().from_env(environ)
+        config.MAILER_FROM = config.MAILER_FROM or "mailer (development) <mailer@localhost>"
+        config.MAILER_POSTAL_ADDRESS = (
+            config.MAILER_POSTAL_ADDRESS or "Set MAILER_POSTAL_ADDRESS, 1 Example Street, Town"
+        )
+        return config
 
 
 class ProductionConfig(Config):

@@ -28,10 +28,16 @@ def create_app(config: Any = None) -> Flask:
         from mailer.database import configure_engine
 
         configure_engine(db.engine)
+    from mailer.messages import render
+
+    render.init_app(app)
     register_api(app)
     errors.register_error_handlers(app)
     cli.register(app)
     health.register(app)
+    from mailer.pages import routes as pages
+
+    pages.register(app)
     return app
 
 

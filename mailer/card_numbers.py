@@ -9,10 +9,13 @@ caught; one unbroken run of more than 19 digits (a tracking number) is not.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+# \d is any Unicode digit: a card number typed in full-width digits is still one.
 _DIGIT_RUN = re.compile(r"(?<![\d])\d+(?:[ -]\d+)*(?![\d])")
 _GROUP_SEPARATOR = re.compile(r"[ -]")
 MIN_DIGITS, MAX_DIGITS = 13, 19
@@ -33,7 +36,8 @@ def luhn_valid(digits: str) -> bool:
 
 def _candidates(text: str) -> Iterator[str]:
     for run in _DIGIT_RUN.finditer(text):
-        groups = _GROUP_SEPARATOR.split(run.group())
+        groups = ["".join(str(unicodedata.digit(c)) for c in group)
+                  for group in _GROUP_SEPARATOR.split(run.group())]
         for start in range(len(groups)):
             digits = ""
             for group in groups[start:]:
@@ -51,24 +55,41 @@ def text_holds_card_number(text: str) -> bool:
     return any(luhn_valid(candidate) for candidate in _candidates(text))
 
 
-def holds_card_number(value: Any) -> bool:
-    """True when any string inside `value` (nested dicts and lists, keys included) holds one."""
-    stack = [value]
+def strings_in(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every text inside `value` with where it was: dict keys, nested values, and numbers
+    (as their digits), each with a dotted path such as `attributes.note` or `items.0`."""
+    stack: list[tuple[str, Any]] = [(path, value)]
     while stack:
-        item = stack.pop()
+        where, item = stack.pop()
         if isinstance(item, str):
-            if text_holds_card_number(item):
-                return True
+            yield where, item
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            yield where, str(item)
+        elif isinstance(item, float):
+            if math.isfinite(item) and item == int(item):
+                yield where, str(int(item))
+            yield where, repr(item)
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, child in item.items():
+                # A key is reported at its parent's path: the path must never
+                # echo the offending text back.
+                stack.append((where, key))
+                stack.append((f"{where}.{key}" if where else str(key), child))
         elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif (
-            isinstance(item, int)
-            and not isinstance(item, bool)
-            # A card number sent as a JSON number is still a card number.
-            and text_holds_card_number(str(item))
-        ):
-            return True
-    return False
+            stack.extend((f"{where}.{i}" if where else str(i), child)
+                         for i, child in enumerate(item))
+
+
+def card_number_at(value: Any) -> str | None:
+    """The path of the first text inside `value` that holds a card number, or None."""
+    for where, text in strings_in(value):
+        if text_holds_card_number(text):
+            return where or "_body"
+    return None
+
+
+def holds_card_number(value: Any) -> bool:
+    """True when any text inside `value` (keys, nested values, numbers) holds a card number."""
+    return card_number_at(value) is not None

@@ -25,6 +25,7 @@ class MailerError(Exception):
     status = 400
     code = "bad_request"
     message = "The request could not be processed."
+    headers: dict[str, str] = {}
 
     def __init__(
         self,
@@ -57,6 +58,12 @@ class CardNumberRefused(MailerError):
     )
 
 
+class InvalidJson(MailerError):
+    status = 400
+    code = "invalid_json"
+    message = "The request body is not valid JSON."
+
+
 class NotFound(MailerError):
     status = 404
     code = "not_found"
@@ -73,6 +80,7 @@ class Unauthorized(MailerError):
     status = 401
     code = "unauthorized"
     message = "A valid API key is required: send 'Authorization: Bearer <key>'."
+    headers = {"WWW-Authenticate": 'Bearer realm="mailer"'}
 
 
 class Forbidden(MailerError):
@@ -138,7 +146,9 @@ def _fields_from_webargs(messages: Any) -> dict[str, Any]:
 
 def handle_mailer_error(error: MailerError) -> Response | tuple[str, int]:
     if _wants_json():
-        return envelope(error.status, error.code, error.message, error.fields, **error.extra)
+        response = envelope(error.status, error.code, error.message, error.fields, **error.extra)
+        response.headers.update(error.headers)
+        return response
     return _html(error.status, error.code.replace("_", " ").capitalize(), error.message)
 
 

@@ -3,7 +3,17 @@
 from mailer.apikeys.models import ApiKey
 from mailer.consent.models import ConsentEvent, Subscription
 from mailer.contacts.models import Contact
+from mailer.messages.models import IdempotencyRecord, Message
 from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
 
-__all__ = ["ApiKey", "ConsentEvent", "Contact", "Subscription", "Suppression", "Topic"]
+__all__ = [
+    "ApiKey",
+    "ConsentEvent",
+    "Contact",
+    "IdempotencyRecord",
+    "Message",
+    "Subscription",
+    "Suppression",
+    "Topic",
+]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from mailer.api.guards import refuse_card_numbers
+from mailer.api.guards import check_request_data
 from mailer.extensions import api
 
 
 def register_api(app: Flask) -> None:
     """Bind flask-smorest, register every resource, and install the request guards."""
-    from mailer.api import contacts, topics
+    from mailer.api import contacts, messages, topics
 
     app.config.setdefault("API_SPEC_OPTIONS", {})
     app.config["API_SPEC_OPTIONS"].update(
@@ -29,6 +29,6 @@ def register_api(app: Flask) -> None:
         }
     )
     api.init_app(app)
-    for module in (contacts, topics):
+    for module in (contacts, topics, messages):
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
-    app.before_request(refuse_card_numbers)
+    app.before_request(check_request_data)

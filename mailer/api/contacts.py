@@ -11,6 +11,7 @@ from marshmallow import fields, validate
 
 from mailer.api.fields import Email, StrictSchema, attributes_field, strict_boolean
 from mailer.api.guards import require_scope
+from mailer.consent import confirmation
 from mailer.consent.models import SubscriptionState
 from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
@@ -85,11 +86,11 @@ class ExportSchema(ma.Schema):
 
 @blp.route("")
 class ContactCollection(MethodView):
+    @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
     @blp.arguments(ContactCreateSchema)
     @blp.response(201, ContactSchema, description="Created")
     @blp.alt_response(200, schema=ContactSchema, description="The address existed: updated")
-    @require_scope("contacts:write")
     def post(self, body: dict[str, Any]) -> Any:
         """Create or update a contact and ask for its subscriptions."""
         result = contacts.upsert(
@@ -99,38 +100,40 @@ class ContactCollection(MethodView):
             partner_sharing=body["partner_sharing"],
             attributes=body["attributes"],
         )
+        confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation)
         db.session.commit()
         return result.contact, 201 if result.created else 200
 
 
 @blp.route("/<email>")
 class ContactItem(MethodView):
+    @require_scope("contacts:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, ContactSchema)
-    @require_scope("contacts:read")
     def get(self, email: str) -> Contact:
         """A contact with its subscription states."""
         return contacts.get(email)
 
+    @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
     @blp.arguments(ContactPatchSchema)
     @blp.response(200, ContactSchema)
-    @require_scope("contacts:write")
     def patch(self, body: dict[str, Any], email: str) -> Contact:
         """Change attributes (merged; null removes), partner sharing, or subscriptions."""
         contact = contacts.get(email)
-        contacts.update(
+        outcome = contacts.update(
             contact,
             attributes=body.get("attributes"),
             partner_sharing=body.get("partner_sharing"),
             subscriptions=body.get("subscriptions"),
         )
+        confirmation.send_confirmation(contact, outcome.needs_confirmation)
         db.session.commit()
         return contact
 
+    @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
     @blp.response(204)
-    @require_scope("contacts:write")
     def delete(self, email: str) -> None:
         """Erase the contact: no plaintext remains; the address stays suppressed by keyed hash."""
         contacts.erase(contacts.get(email))
@@ -140,9 +143,9 @@ class ContactItem(MethodView):
 
 @blp.route("/<email>/export")
 class ContactExport(MethodView):
+    @require_scope("contacts:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, ExportSchema)
-    @require_scope("contacts:read")
     def get(self, email: str) -> dict[str, Any]:
         """Everything held about the address, consent history included."""
         return contacts.export(contacts.get(email))

@@ -17,9 +17,18 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON true/false only: marshmallow would also take "yes", 1 and friends."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 def strict_boolean(**kwargs: Any) -> fields.Boolean:
-    """A JSON true/false, without marshmallow's leniency for "yes", 1 and friends."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+    """A field taking JSON true/false and nothing else."""
+    return StrictBoolean(**kwargs)
 
 
 def attributes_field(**kwargs: Any) -> fields.Dict:

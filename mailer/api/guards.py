@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import g, request
 
 from mailer.apikeys.services import authenticate
-from mailer.card_numbers import holds_card_number
-from mailer.errors import API_PREFIX, CardNumberRefused, Forbidden, Unauthorized
+from mailer.card_numbers import card_number_at, strings_in
+from mailer.errors import (
+    API_PREFIX,
+    CardNumberRefused,
+    Forbidden,
+    InvalidJson,
+    Unauthorized,
+    ValidationFailed,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def refuse_card_numbers() -> None:
-    """Refuse (422, nothing stored) an API request whose body, query or path holds a card number."""
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_request_data() -> None:
+    """Before any API view: refuse (nothing stored) a request whose body, query or path holds
+    a payment card number (422 card_number_refused), text no database can keep (NUL, lone
+    surrogates: 422 invalid_text), or JSON nested too deeply to read (400 invalid_json)."""
     if not request.path.startswith(API_PREFIX):
         return
-    if request.view_args and holds_card_number(list(request.view_args.values())):
-        raise CardNumberRefused()
-    if request.args and holds_card_number(list(request.args.lists())):
-        raise CardNumberRefused()
-    if request.is_json and holds_card_number(request.get_json(silent=True)):
-        raise CardNumberRefused()
+    inputs: dict[str, Any] = {"path": dict(request.view_args or {}),
+                              "query": dict(request.args.lists())}
+    if request.is_json:
+        try:
+            inputs["body"] = request.get_json(silent=True)
+        except RecursionError as exc:
+            raise InvalidJson("The request body is nested too deeply.") from exc
+    for where, text in strings_in(inputs):
+        if _UNSTORABLE.search(text):
+            field = where.partition(".")[2] or where
+            raise ValidationFailed(
+                "Text may not hold NUL characters or lone surrogates.", code="invalid_text",
+                fields={field: ["Holds a NUL character or a lone surrogate."]},
+            )
+    where = card_number_at(inputs)
+    if where is not None:
+        raise CardNumberRefused(fields={where.partition(".")[2] or where: ["card number"]})
 
 
 def require_scope(scope: str) -> Callable[[F], F]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import marshmallow as ma
@@ -20,12 +21,21 @@ blp = Blueprint("topics", __name__, description="Topics an address can opt in to
 
 SECURITY = [{"bearerAuth": []}]
 SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+SLUG_ERROR = "Lower-case letters, digits and dashes, 1-64."
+
+
+def _bad_slug() -> bool:
+    raise ma.ValidationError(SLUG_ERROR)
 
 
 class TopicCreateSchema(StrictSchema):
     slug = fields.String(
         required=True,
-        validate=validate.Regexp(SLUG, error="Lower-case letters, digits and dashes, 1-64."),
+        validate=[
+            validate.Regexp(SLUG, error=SLUG_ERROR),
+            # `$` also matches before a final newline; the slug must match whole.
+            lambda value: bool(re.fullmatch(SLUG[1:-1], value)) or _bad_slug(),
+        ],
     )
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(load_default="", validate=validate.Length(max=2000))
@@ -44,17 +54,17 @@ class TopicSchema(ma.Schema):
 
 @blp.route("")
 class TopicCollection(MethodView):
+    @require_scope("topics:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, TopicSchema(many=True))
-    @require_scope("topics:read")
     def get(self) -> list[Topic]:
         """Every topic, by slug."""
         return topics.list_topics()
 
+    @require_scope("topics:write")
     @blp.doc(security=SECURITY)
     @blp.arguments(TopicCreateSchema)
     @blp.response(201, TopicSchema)
-    @require_scope("topics:write")
     def post(self, body: dict[str, Any]) -> Topic:
         """Create a topic; a taken slug is 409 topic_exists."""
         topic = topics.create_topic(**body)

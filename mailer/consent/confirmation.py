@@ -70,3 +70,30 @@ def confirm(token: str) -> Confirmed:
         }
     db.session.flush()
     return Confirmed(contact=contact, topics=confirmed, lifted=lifted)
+
+
+def send_confirmation(contact: Contact, topics: list[Topic]) -> bool:
+    """Queue the double opt-in mail for these pending topics; False when the gate refuses it
+    (at most 3 a day per address, or the address bounced). The subscriptions stay pending
+    either way."""
+    from mailer.consent.gate import Category
+    from mailer.messages.services import RecipientSuppressed, SendRequest, accept
+
+    if not topics:
+        return False
+    base_url = current_app.config["MAILER_BASE_URL"]
+    request = SendRequest(
+        to=contact.email,
+        template="confirm_subscription",
+        data={
+            "confirm_url": f"{base_url}/confirm/{make_token(contact, topics)}",
+            "topic_names": [topic.name for topic in topics],
+        },
+        category=Category.CONFIRMATION,
+    )
+    try:
+        with db.session.begin_nested():
+            accept(request)
+    except RecipientSuppressed:
+        return False
+    return True

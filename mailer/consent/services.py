@@ -92,7 +92,8 @@ def request_subscriptions(
 
     An address with any mark (complained, left, erased, blocked, quarantined,
     bounced) only ever gets `pending`: the mark is lifted by the address's own
-    confirmation, never by whoever adds it.
+    confirmation, never by whoever adds it. A topic the address unsubscribed
+    from is `pending` again too when asked for, and an import leaves it alone.
     """
     outcome = SubscriptionOutcome()
     marked = bool(suppressions.marks(contact.address_hash))
@@ -109,7 +110,12 @@ def request_subscriptions(
             outcome.states[topic.slug] = current.state
             outcome.kept_unsubscribed.append(topic.slug)
             continue
-        needs_confirmation = marked or (kind is RequestKind.ASK and topic.double_opt_in)
+        # Someone who unsubscribed from the topic gets back in only by confirming
+        # themselves: a calling service re-sending its whole list must not undo it.
+        unsubscribed = current is not None and current.state == SubscriptionState.UNSUBSCRIBED
+        needs_confirmation = marked or (
+            kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed)
+        )
         state = SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
         set_state(contact, topic, state, source, note)
         outcome.states[topic.slug] = state

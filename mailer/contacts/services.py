@@ -15,6 +15,7 @@ from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
 from mailer.errors import NotFound, ValidationFailed
 from mailer.extensions import db
+from mailer.messages import services as outbox
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 from mailer.topics.services import topics_by_slug
@@ -208,6 +209,7 @@ def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API) -> Non
     address_hash = contact.address_hash
     db.session.execute(delete(ConsentEvent).where(ConsentEvent.address_hash == address_hash))
     db.session.delete(contact)
+    outbox.scrub_recipient(address_hash)
     db.session.flush()
     suppressions.suppress(address_hash, Reason.ERASED, source=source)
     db.session.flush()

@@ -43,7 +43,7 @@ def test_a_marked_address_only_ever_gets_pending(make_topic, reason):
     assert reason in suppressions.marks(result.contact.address_hash)
 
 
-def test_import_never_overrides_an_unsubscribe_but_the_api_asks_again(make_topic):
+def test_after_an_unsubscribe_import_keeps_it_and_the_api_asks_for_confirmation(make_topic):
     make_topic("deals", double_opt_in=False)
     contact = contacts.upsert("ann@example.com", topics=["deals"]).contact
     contacts.update(contact, subscriptions={"deals": "unsubscribed"})
@@ -52,7 +52,8 @@ def test_import_never_overrides_an_unsubscribe_but_the_api_asks_again(make_topic
     assert states(imported.contact) == {"deals": "unsubscribed"}
     assert imported.outcome.kept_unsubscribed == ["deals"]
     asked = contacts.upsert("ann@example.com", topics=["deals"])
-    assert states(asked.contact) == {"deals": "subscribed"}
+    assert states(asked.contact) == {"deals": "pending"}
+    assert [t.slug for t in asked.outcome.needs_confirmation] == ["deals"]
 
 
 def test_every_change_is_logged_with_its_source_and_no_change_logs_nothing(make_topic):

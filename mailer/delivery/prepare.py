@@ -1,0 +1,92 @@
+"""Turning claimed outbox rows into mail bytes, after the consent gate's second look."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from flask import current_app
+from sqlalchemy import select
+
+from mailer.consent import gate
+from mailer.consent.gate import Request, Stage
+from mailer.delivery.outbox import Claimed, Outcome
+from mailer.errors import MailerError
+from mailer.extensions import db
+from mailer.messages.compose import Envelope, TopicInfo, compose
+from mailer.messages.dkim import DkimSigner
+from mailer.messages.mime import InvalidMail, build
+from mailer.messages.models import MessageStatus
+from mailer.topics.models import Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    claimed: Claimed
+    mail_from: str
+    recipient: str
+    message: bytes
+
+
+def _topics(ids: set[int]) -> dict[int, TopicInfo]:
+    if not ids:
+        return {}
+    rows = db.session.execute(select(Topic.id, Topic.slug, Topic.name).where(Topic.id.in_(ids)))
+    return {r.id: TopicInfo(r.id, r.slug, r.name) for r in rows}
+
+
+def _signer() -> DkimSigner | None:
+    return current_app.extensions.get("mailer.dkim")
+
+
+def prepare(batch: Sequence[Claimed], max_attempts: int) -> tuple[list[Prepared], list[Outcome]]:
+    """Check consent again for the whole batch, then render and build each allowed mail.
+
+    Returns the mails to send and the outcomes already known (suppressed by the
+    gate, failed for good).
+    """
+    done: list[Outcome] = []
+    candidates: list[Claimed] = []
+    for claimed in batch:
+        if claimed.attempts > max_attempts:
+            done.append(_final(claimed, MessageStatus.FAILED,
+                               f"gave up after {max_attempts} attempts"))
+        elif claimed.to_address is None:
+            done.append(_final(claimed, MessageStatus.FAILED, "recipient erased before delivery"))
+        else:
+            candidates.append(claimed)
+    decisions = gate.check_many(
+        [Request(c.address_hash, c.category, c.topic_id) for c in candidates],
+        stage=Stage.DELIVERY,
+    )
+    topics = _topics({c.topic_id for c in candidates if c.topic_id is not None})
+    mail_from = parseaddr(current_app.config.get("MAILER_FROM") or "")[1]
+    signer = _signer()
+    ready: list[Prepared] = []
+    for claimed, decision in zip(candidates, decisions, strict=True):
+        if not decision.allowed:
+            done.append(_final(claimed, MessageStatus.SUPPRESSED, decision.reason))
+            continue
+        try:
+            mail = compose(Envelope(
+                public_id=claimed.public_id, to_address=claimed.to_address or "",
+                address_hash=claimed.address_hash, category=claimed.category,
+                template=claimed.template, data=claimed.data,
+                topic=topics.get(claimed.topic_id) if claimed.topic_id else None,
+            ))
+            message = build(mail)
+            if signer is not None:
+                message = signer.sign(message)
+        except (MailerError, InvalidMail) as exc:
+            # Accept rendered this mail already; failing now means a template or a
+            # setting changed since. Record why rather than retry forever.
+            done.append(_final(claimed, MessageStatus.FAILED, f"cannot build the mail: {exc}"))
+            continue
+        ready.append(Prepared(claimed, mail_from, claimed.to_address or "", message))
+    return ready, done
+
+
+def _final(claimed: Claimed, status: MessageStatus, detail: str | None) -> Outcome:
+    return Outcome(claimed.id, status, claimed.category, claimed.address_hash,
+                   claimed.attempts, detail)

@@ -1,0 +1,235 @@
+"""The delivery worker: an asyncio loop that keeps SMTP busy while the database works aside.
+
+Three kinds of task share one event loop:
+- the claimer takes due messages in batches, has the consent gate look again,
+  renders and builds them (in a worker thread), and queues them;
+- senders (one per pooled SMTP connection) hand queued mails to the transport;
+- the recorder writes outcomes back in batches and renews the lease of what
+  the worker holds (in the same worker thread).
+The database is only ever touched from that one thread, so the SMTP coroutines
+never wait on it, and a SQLite database sees one writer per worker.
+
+Stopping (SIGTERM/SIGINT): claim nothing more, let senders finish what is
+queued for a few seconds, hand back what was not attempted, record, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask
+
+from mailer.delivery import outbox
+from mailer.delivery.outbox import Outcome
+from mailer.delivery.prepare import Prepared, prepare
+from mailer.delivery.transport import Outcome as SmtpOutcome
+from mailer.delivery.transport import SendResult, Transport
+from mailer.messages.models import MessageStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    batch_size: int = 200
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.5
+    max_attempts: int = 10
+    retry_backoff: float = 60.0
+    connections: int = 4
+    drain_seconds: float = 6.0
+    record_interval: float = 0.2
+
+    @classmethod
+    def from_app(cls, app: Flask) -> WorkerSettings:
+        config = app.config
+        return cls(
+            retry_backoff=float(config.get("MAILER_RETRY_BACKOFF", 60.0)),
+            connections=int(config.get("MAILER_SMTP_CONNECTIONS", 4)),
+            max_attempts=int(config.get("MAILER_MAX_ATTEMPTS", 10)),
+            batch_size=int(config.get("MAILER_WORKER_BATCH", 200)),
+            lease_seconds=float(config.get("MAILER_WORKER_LEASE", 30.0)),
+        )
+
+
+def new_owner() -> str:
+    """A lease owner name that says which process holds a row."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def outcome_of(prepared: Prepared, result: SendResult) -> Outcome:
+    """Map an SMTP result onto the message's next status."""
+    claimed = prepared.claimed
+    if result.outcome is SmtpOutcome.SENT:
+        status, detail = MessageStatus.SENT, None
+    elif result.outcome is SmtpOutcome.TEMPORARY:
+        status, detail = MessageStatus.DEFERRED, result.reply
+    else:
+        status, detail = MessageStatus.FAILED, result.reply
+    if result.code is not None and detail:
+        detail = f"{result.code} {detail}"
+    return Outcome(claimed.id, status, claimed.category, claimed.address_hash, claimed.attempts,
+                   detail, hard_bounce=result.recipient_refused)
+
+
+class Worker:
+    """One delivery worker process's loop; see the module docstring."""
+
+    def __init__(self, app: Flask, transport: Transport, settings: WorkerSettings | None = None,
+                 owner: str | None = None) -> None:
+        self.app = app
+        self.transport = transport
+        self.settings = settings or WorkerSettings.from_app(app)
+        self.owner = owner or new_owner()
+        self.stopping = asyncio.Event()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-db")
+        self._queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=self.settings.batch_size * 2)
+        self._outcomes: list[Outcome] = []
+        self._in_flight: set[int] = set()
+        self.sent = 0
+
+    async def _in_db(self, function: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            with self.app.app_context():
+                return function(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._db, run)
+
+    def stop(self) -> None:
+        """Ask the loop to wind down (safe to call from a signal handler)."""
+        self.stopping.set()
+
+    async def _claimer(self) -> None:
+        settings = self.settings
+        while not self.stopping.is_set():
+            if self._queue.qsize() > settings.batch_size:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                batch = await self._in_db(outbox.claim, self.owner, settings.batch_size,
+                                          settings.lease_seconds)
+                ready, done = (await self._in_db(prepare, batch, settings.max_attempts)
+                               if batch else ([], []))
+            except Exception:
+                log.exception("claim failed; retrying")
+                await self._pause(settings.poll_interval * 4)
+                continue
+            self._outcomes.extend(done)
+            for prepared in ready:
+                await self._queue.put(prepared)
+            if not batch:
+                await self._pause(settings.poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def _sender(self) -> None:
+        while True:
+            prepared = await self._queue.get()
+            self._in_flight.add(prepared.claimed.id)
+            try:
+                result = await self.transport.send(prepared.mail_from, prepared.recipient,
+                                                   prepared.message)
+            except asyncio.CancelledError:
+                # Cut off mid-send at shutdown: it stays in flight and is handed
+                # back (it may have arrived: the documented duplicate window).
+                self._queue.task_done()
+                raise
+            except Exception as exc:
+                log.exception("transport error message=%s", prepared.claimed.public_id)
+                result = SendResult(SmtpOutcome.TEMPORARY, None, f"transport error: {exc!r}"[:500])
+            self._in_flight.discard(prepared.claimed.id)
+            self._queue.task_done()
+            self._outcomes.append(outcome_of(prepared, result))
+            if result.outcome is SmtpOutcome.SENT:
+                self.sent += 1
+
+    async def _flush(self) -> None:
+        if not self._outcomes:
+            return
+        batch, self._outcomes = self._outcomes, []
+        try:
+            await self._in_db(outbox.record, self.owner, batch, self.settings.retry_backoff)
+        except Exception:
+            # Put them back: the next flush retries, and the lease keeps the rows ours.
+            log.exception("recording %d outcomes failed; will retry", len(batch))
+            self._outcomes[:0] = batch
+            await asyncio.sleep(0.5)
+
+    async def _recorder(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        last_renewal = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.record_interval)
+            await self._flush()
+            if time.monotonic() - last_renewal >= renew_every:
+                try:
+                    await self._in_db(outbox.renew, self.owner, self.settings.lease_seconds)
+                    last_renewal = time.monotonic()
+                except Exception:
+                    log.exception("lease renewal failed")
+
+    async def run(self) -> None:
+        """Deliver until stop() is called; then finish or hand back what is held."""
+        log.info("worker %s starting with %d connections", self.owner,
+                 self.settings.connections)
+        claimer = asyncio.create_task(self._claimer(), name="claimer")
+        senders = [asyncio.create_task(self._sender(), name=f"sender-{i}")
+                   for i in range(self.settings.connections)]
+        recorder = asyncio.create_task(self._recorder(), name="recorder")
+        try:
+            await self.stopping.wait()
+        finally:
+            await self._shutdown(claimer, senders, recorder)
+
+    async def _shutdown(self, claimer: asyncio.Task[None], senders: list[asyncio.Task[None]],
+                        recorder: asyncio.Task[None]) -> None:
+        self.stopping.set()
+        await asyncio.gather(claimer, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=self.settings.drain_seconds)
+        except TimeoutError:
+            log.warning("worker %s: stopping with mail still queued; handing it back", self.owner)
+        for task in [*senders, recorder]:
+            task.cancel()
+        await asyncio.gather(*senders, recorder, return_exceptions=True)
+        unsent = list(self._in_flight)
+        while not self._queue.empty():
+            unsent.append(self._queue.get_nowait().claimed.id)
+        await self._flush()
+        released = await self._in_db(outbox.release, self.owner, unsent)
+        await self.transport.close()
+        self._db.shutdown(wait=True)
+        log.info("worker %s stopped: %d sent, %d handed back", self.owner, self.sent, released)
+
+
+def run_worker(app: Flask, transport: Transport | None = None,
+               settings: WorkerSettings | None = None) -> int:
+    """Run a worker in this process until SIGTERM/SIGINT; returns the exit status (0)."""
+    from mailer.delivery.transport import transport_from_url
+
+    async def main() -> None:
+        chosen = transport or transport_from_url(
+            app.config["MAILER_SMTP_URL"], int(app.config.get("MAILER_SMTP_CONNECTIONS", 4))
+        )
+        worker = Worker(app, chosen, settings)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run()
+
+    asyncio.run(main())
+    return 0

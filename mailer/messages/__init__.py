@@ -1,0 +1,1 @@
+"""The outbox: accepting messages, rendering them, and building their bytes."""

@@ -1,0 +1,91 @@
+"""The outbox: one row per accepted mail, and the idempotency records of the send API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.consent.gate import Category
+from mailer.database import UTCDateTime, enum_check, utcnow
+from mailer.extensions import db
+
+
+class MessageStatus(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+
+# Rows a worker may claim: waiting ones whose time has come, and held ones whose
+# lease ran out (their worker died).
+CLAIMABLE = (MessageStatus.QUEUED, MessageStatus.DEFERRED, MessageStatus.SENDING)
+FINAL = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
+         MessageStatus.CANCELLED)
+
+
+class Message(db.Model):
+    """An accepted mail and its delivery state.
+
+    `due_at` is when the row may next be claimed: the next attempt for a queued
+    or deferred row, the lease expiry for a row being sent, NULL once final.
+    """
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        enum_check("status", MessageStatus),
+        enum_check("category", Category),
+        # The claim query reads only claimable rows; a partial index keeps it
+        # small however many sent rows pile up.
+        Index(
+            "ix_messages_claimable",
+            "due_at",
+            postgresql_where=text("status IN ('queued', 'deferred', 'sending')"),
+            sqlite_where=text("status IN ('queued', 'deferred', 'sending')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    category: Mapped[str] = mapped_column(String(16))
+    topic_id: Mapped[int | None] = mapped_column(ForeignKey("topics.id", ondelete="SET NULL"))
+    template: Mapped[str] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Plaintext recipient: scrubbed (set NULL) on erasure and, for referrals, once sent.
+    to_address: Mapped[str | None] = mapped_column(String(254))
+    address_hash: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class IdempotencyRecord(db.Model):
+    """The first answer to a send made with an Idempotency-Key, replayed for repeats.
+
+    Only a SHA-256 of the request is kept, and the answer (ids and statuses), so
+    no record holds an address.
+    """
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -1,0 +1,1 @@
+"""The public pages people use: unsubscribe, preferences, signup, Tell-a-Friend."""

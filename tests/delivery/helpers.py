@@ -1,0 +1,66 @@
+"""Running a real worker against the test database until the outbox is idle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from flask import Flask
+from sqlalchemy import func, or_, select
+
+from mailer.database import utcnow
+from mailer.delivery.transport import SmtpPool, SmtpSettings
+from mailer.delivery.worker import Worker, WorkerSettings
+from mailer.extensions import db
+from mailer.messages.models import Message, MessageStatus
+
+FAST = WorkerSettings(batch_size=50, lease_seconds=5, poll_interval=0.05, record_interval=0.05,
+                      retry_backoff=0.2, max_attempts=3, connections=2, drain_seconds=3)
+
+
+def busy_count() -> int:
+    """Messages a worker still has to act on now (queued, held, or deferred and due)."""
+    now = utcnow()
+    return db.session.scalar(
+        select(func.count()).select_from(Message).where(
+            or_(Message.status.in_([MessageStatus.QUEUED, MessageStatus.SENDING]),
+                (Message.status == MessageStatus.DEFERRED) & (Message.due_at <= now))
+        )
+    )
+
+
+def run_worker_until_idle(app: Flask, smtp_url: str, settings: WorkerSettings = FAST,
+                          timeout: float = 30.0, until_all_final: bool = False) -> Worker:
+    """Run one worker (real SMTP pool) until nothing is left to do now, then stop it."""
+
+    async def main() -> Worker:
+        transport = SmtpPool(SmtpSettings.from_url(smtp_url + "?timeout=5"), settings.connections)
+        worker = Worker(app, transport, settings)
+        task = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+            def idle() -> bool:
+                db.session.remove()
+                if until_all_final:
+                    return db.session.scalar(
+                        select(func.count()).select_from(Message).where(
+                            Message.status.not_in(["sent", "failed", "suppressed", "cancelled"])
+                        )
+                    ) == 0
+                return busy_count() == 0
+
+            if await worker._in_db(idle):
+                break
+        else:
+            worker.stop()
+            await task
+            raise TimeoutError("the outbox did not become idle")
+        worker.stop()
+        await task
+        return worker
+
+    worker = asyncio.run(main())
+    db.session.remove()
+    return worker

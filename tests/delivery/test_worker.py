@@ -1,0 +1,190 @@
+"""The worker against a real SMTP server (aiosmtpd) and the real database."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+
+import pytest
+from sqlalchemy import select
+
+from mailer import addresses
+from mailer.consent.models import ConsentEvent
+from mailer.extensions import db
+from mailer.messages.models import Message
+from mailer.suppressions import services as suppressions
+from mailer.suppressions.models import Reason
+from tests.delivery.helpers import FAST, run_worker_until_idle
+from tests.smtp_server import ScriptedSmtpServer
+
+NEWS = {"headline": "Spring sale", "intro": "Strings half price."}
+RECEIPT = {"order_number": "A-17", "items": [{"qty": 1, "name": "Gitarre", "price": "€399"}],
+           "total": "€399"}
+
+
+@pytest.fixture
+def smtp():
+    with ScriptedSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def subscriber(client, auth, make_topic):
+    make_topic("news", double_opt_in=False)
+    client.post("/api/v1/contacts", json={"email": "fan@example.com", "topics": ["news"]},
+                headers=auth)
+    return "fan@example.com"
+
+
+def send(client, auth, **body):
+    response = client.post("/api/v1/messages", json=body, headers=auth)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def status(client, auth, message_id):
+    return client.get(f"/api/v1/messages/{message_id}", headers=auth).get_json()
+
+
+def parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_mail_is_delivered_with_one_click_headers_only_when_promotional(
+    app, client, auth, smtp, subscriber
+):
+    promo = send(client, auth, to=subscriber, template="newsletter", data=NEWS,
+                 category="promotional", topic="news")
+    receipt = send(client, auth, to="buyer@example.com", template="receipt", data=RECEIPT,
+                   category="transactional")
+    run_worker_until_idle(app, smtp.url)
+
+    assert status(client, auth, promo)["status"] == "sent"
+    assert status(client, auth, receipt)["status"] == "sent"
+    by_rcpt = {m.rcpt_tos[0]: parse(m.data) for m in smtp.messages}
+    assert set(by_rcpt) == {"fan@example.com", "buyer@example.com"}
+
+    newsletter = by_rcpt["fan@example.com"]
+    assert newsletter["Subject"] == "Spring sale"
+    assert newsletter["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = re.fullmatch(r"<(http://127\.0\.0\.1:5000/unsubscribe/[^>]+)>",
+                        newsletter["List-Unsubscribe"]).group(1)
+    assert newsletter["List-Id"] == "<news.127.0.0.1>"
+    assert newsletter["Message-ID"] == f"<{promo}@shop.example>"
+    text = newsletter.get_body(("plain",)).get_content()
+    html = newsletter.get_body(("html",)).get_content()
+    postal = app.config["MAILER_POSTAL_ADDRESS"]
+    for part in (text, html):
+        assert link in part and postal in part
+    assert len(re.findall(re.escape(link), text)) == 1  # the footer was added once
+
+    receipt_mail = by_rcpt["buyer@example.com"]
+    assert receipt_mail["List-Unsubscribe"] is None
+    assert "Gitarre" in receipt_mail.get_body(("plain",)).get_content()
+    assert receipt_mail["Date"] and receipt_mail["Message-ID"] != newsletter["Message-ID"]
+
+
+def test_the_unsubscribe_link_in_a_delivered_mail_works_by_one_click(
+    app, client, auth, smtp, subscriber
+):
+    send(client, auth, to=subscriber, template="newsletter", data=NEWS,
+         category="promotional", topic="news")
+    run_worker_until_idle(app, smtp.url)
+    link = parse(smtp.messages[0].data)["List-Unsubscribe"].strip("<>")
+    path = link.removeprefix("http://127.0.0.1:5000")
+    assert client.get(path).status_code == 200  # a GET changes nothing
+    contact = client.get("/api/v1/contacts/fan@example.com", headers=auth).get_json()
+    assert contact["subscriptions"] == {"news": "subscribed"}
+    response = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    contact = client.get("/api/v1/contacts/fan@example.com", headers=auth).get_json()
+    assert contact["subscriptions"] == {"news": "unsubscribed"}
+    assert client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+
+def test_consent_withdrawn_between_accept_and_delivery_means_not_sent(
+    app, client, auth, smtp, subscriber
+):
+    message_id = send(client, auth, to=subscriber, template="newsletter", data=NEWS,
+                      category="promotional", topic="news")
+    client.patch(f"/api/v1/contacts/{subscriber}",
+                 json={"subscriptions": {"news": "unsubscribed"}}, headers=auth)
+    run_worker_until_idle(app, smtp.url)
+    assert smtp.messages == []
+    result = status(client, auth, message_id)
+    assert result["status"] == "suppressed" and result["last_error"] == "unsubscribed"
+
+
+def test_a_temporary_failure_is_deferred_then_delivered(app, client, auth, smtp):
+    smtp.script_rcpt("buyer@example.com", ["451 4.3.0 try again later", None])
+    message_id = send(client, auth, to="buyer@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    run_worker_until_idle(app, smtp.url, until_all_final=True)
+    result = status(client, auth, message_id)
+    assert result["status"] == "sent" and result["attempts"] == 2
+    assert len(smtp.messages) == 1
+
+
+def test_a_hard_bounce_fails_records_the_reply_and_suppresses_the_address(
+    app, client, auth, smtp
+):
+    smtp.script_rcpt("gone@example.com", ["550 5.1.1 <gone@example.com>: no such user"])
+    message_id = send(client, auth, to="gone@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    run_worker_until_idle(app, smtp.url)
+    result = status(client, auth, message_id)
+    assert result["status"] == "failed" and result["last_error"].startswith("550")
+    assert "gone@example.com" not in result["last_error"]
+    address_hash = addresses.hash_of("gone@example.com")
+    assert Reason.BOUNCED in suppressions.marks(address_hash)
+    event = db.session.scalar(select(ConsentEvent).where(ConsentEvent.address_hash == address_hash))
+    assert (event.state, event.source) == ("bounced", "bounce")
+    # And nothing more is accepted for it, not even transactional mail.
+    refused = client.post("/api/v1/messages", json={
+        "to": "gone@example.com", "template": "receipt", "data": RECEIPT,
+        "category": "transactional"}, headers=auth)
+    assert refused.get_json()["error"]["reason"] == "bounced"
+
+
+def test_with_the_smtp_server_down_nothing_is_lost(app, client, auth):
+    server = ScriptedSmtpServer().start()
+    url = server.url
+    server.stop()
+    message_id = send(client, auth, to="buyer@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    run_worker_until_idle(app, url)
+    result = status(client, auth, message_id)
+    assert result["status"] == "deferred" and result["last_error"]
+    with ScriptedSmtpServer() as back:
+        run_worker_until_idle(app, back.url, until_all_final=True)
+        assert status(client, auth, message_id)["status"] == "sent"
+        assert len(back.messages) == 1
+
+
+def test_giving_up_after_the_attempt_limit(app, client, auth, smtp):
+    smtp.script_rcpt("busy@example.com", ["452 4.2.2 mailbox full"] * 10)
+    message_id = send(client, auth, to="busy@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    run_worker_until_idle(app, smtp.url, until_all_final=True)
+    result = status(client, auth, message_id)
+    assert result["status"] == "failed"
+    assert result["attempts"] == FAST.max_attempts + 1
+    assert "gave up" in result["last_error"]
+
+
+def test_a_held_row_whose_lease_ran_out_is_taken_over(app, client, auth, smtp):
+    from mailer.delivery import outbox
+
+    message_id = send(client, auth, to="buyer@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    claimed = outbox.claim("dead-worker", 10, lease_seconds=0.5)
+    assert [c.public_id for c in claimed] == [message_id]
+    assert outbox.claim("other-worker", 10, lease_seconds=30) == []  # still leased
+    import time
+
+    time.sleep(0.6)
+    run_worker_until_idle(app, smtp.url)
+    assert status(client, auth, message_id)["status"] == "sent"
+    row = db.session.scalar(select(Message).where(Message.public_id == message_id))
+    assert row.lease_owner is None and row.due_at is None
