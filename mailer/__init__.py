@@ -38,6 +38,10 @@ def create_app(config: Any = None) -> Flask:
     from mailer.pages import routes as pages
 
     pages.register(app)
+    from mailer.devtools import mailbox
+
+    mailbox.register(app)
+    _init_dkim(app)
     return app
 
 
@@ -45,3 +49,19 @@ def _migrations_dir() -> str:
     from pathlib import Path
 
     return str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def _init_dkim(app: Flask) -> None:
+    """Load the DKIM key once when MAILER_DKIM_KEY_FILE, _SELECTOR and _DOMAIN are all set."""
+    names = ("MAILER_DKIM_KEY_FILE", "MAILER_DKIM_SELECTOR", "MAILER_DKIM_DOMAIN")
+    values = [app.config.get(name) for name in names]
+    if not any(values):
+        return
+    if not all(values):
+        from mailer.settings import SettingsError
+
+        missing = [name for name, value in zip(names, values, strict=True) if not value]
+        raise SettingsError(f"DKIM needs all three settings; missing: {', '.join(missing)}")
+    from mailer.messages.dkim import DkimSigner
+
+    app.extensions["mailer.dkim"] = DkimSigner.from_files(*values)

@@ -62,14 +62,26 @@ def import_contacts(file: Path, topic: str, source: str) -> None:
     )
 
 
+@mailer_cli.command("worker")
+def worker() -> None:
+    """Deliver queued mail until SIGTERM/SIGINT, then hand back what is held and exit 0."""
+    from mailer.delivery.worker import run_worker
+
+    raise SystemExit(run_worker(current_app._get_current_object()))  # type: ignore[attr-defined]
+
+
 @mailer_cli.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-def dev(host: str, port: int) -> None:
-    """Serve the service for a first look on this machine (development server)."""
+@click.option("--smtp-port", default=8025, show_default=True, type=int,
+              help="Port of the capture SMTP server (MAILER_SMTP_URL points here by default).")
+def dev(host: str, port: int, smtp_port: int) -> None:
+    """Web, worker and a capture SMTP server in one process, for a first look."""
+    from mailer.devtools.server import serve
+
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    click.echo(f"mailer: serving on http://{host}:{port}/ (API under /api/v1)")
-    app.run(host=host, port=port, debug=False, use_reloader=False)
+    click.echo(f"mailer: http://{host}:{port}/ (API /api/v1, captured mail /dev/mail/)")
+    serve(app, host, port, smtp_port)
 
 
 def register(app: Flask) -> None:

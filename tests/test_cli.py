@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
@@ -14,21 +9,7 @@ from mailer.apikeys.models import ApiKey
 from mailer.consent.models import ConsentEvent
 from mailer.contacts.models import Contact
 from mailer.extensions import db
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_flask(app, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update(
-        MAILER_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
-        MAILER_SECRET_KEYS=",".join(app.config["MAILER_SECRET_KEYS"]),
-        MAILER_ENV="development",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=60,
-    )
+from tests.processes import run_flask
 
 
 def test_create_api_key_prints_the_key_last_and_stores_only_its_hash(app, client):

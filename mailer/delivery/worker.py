@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -69,6 +70,22 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+_ENHANCED_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def is_hard_bounce(result: SendResult) -> bool:
+    """A refusal that says the mailbox does not exist or cannot take mail (RFC 3463 5.1.x,
+    5.2.1), or a bare 550/551/553 refusal of the recipient. A policy or content refusal
+    (5.7.x, spam) fails the message but does not mark the address undeliverable."""
+    if not result.recipient_refused:
+        return False
+    enhanced = _ENHANCED_STATUS.search(result.reply or "")
+    if enhanced is not None:
+        klass, subject, detail = enhanced.groups()
+        return klass == "5" and (subject == "1" or (subject, detail) == ("2", "1"))
+    return result.code in (550, 551, 553)
+
+
 def outcome_of(prepared: Prepared, result: SendResult) -> Outcome:
     """Map an SMTP result onto the message's next status."""
     claimed = prepared.claimed
@@ -81,7 +98,7 @@ def outcome_of(prepared: Prepared, result: SendResult) -> Outcome:
     if result.code is not None and detail:
         detail = f"{result.code} {detail}"
     return Outcome(claimed.id, status, claimed.category, claimed.address_hash, claimed.attempts,
-                   detail, hard_bounce=result.recipient_refused)
+                   detail, hard_bounce=is_hard_bounce(result))
 
 
 class Worker:

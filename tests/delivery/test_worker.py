@@ -188,3 +188,31 @@ def test_a_held_row_whose_lease_ran_out_is_taken_over(app, client, auth, smtp):
     assert status(client, auth, message_id)["status"] == "sent"
     row = db.session.scalar(select(Message).where(Message.public_id == message_id))
     assert row.lease_owner is None and row.due_at is None
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "refused", "hard"),
+    [
+        (550, "5.1.1 no such user", True, True),
+        (550, "5.2.1 mailbox disabled", True, True),
+        (550, "no such user here", True, True),
+        (554, "5.7.1 message refused as spam", True, False),
+        (552, "5.2.2 mailbox full", True, False),
+        (550, "5.1.1 no such user", False, False),
+    ],
+)
+def test_only_a_mailbox_refusal_is_a_hard_bounce(code, reply, refused, hard):
+    from mailer.delivery.transport import Outcome, SendResult
+    from mailer.delivery.worker import is_hard_bounce
+
+    result = SendResult(Outcome.PERMANENT, code, reply, recipient_refused=refused)
+    assert is_hard_bounce(result) is hard
+
+
+def test_a_policy_refusal_fails_without_suppressing(app, client, auth, smtp):
+    smtp.script_data(["554 5.7.1 refused as spam"])
+    message_id = send(client, auth, to="picky@example.com", template="receipt", data=RECEIPT,
+                      category="transactional")
+    run_worker_until_idle(app, smtp.url)
+    assert status(client, auth, message_id)["status"] == "failed"
+    assert suppressions.marks(addresses.hash_of("picky@example.com")) == set()

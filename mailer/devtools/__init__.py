@@ -1,0 +1,1 @@
+"""Development helpers: `mailer dev` (web + worker + capture SMTP) and its captured-mail page."""
