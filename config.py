@@ -80,7 +80,13 @@ class Config:
     MAILER_WORKER_BATCH = 200
     MAILER_CONFIRM_MAX_AGE = 7 * 24 * 3600
     MAILER_BRAND_NAME = "mailer"
+    MAILER_BRAND_COLOR = "#1d4ed8"
+    MAILER_SHOP_URL: str | None = None
+    MAILER_REFERRAL_DAILY_CAP = 5
+    MAILER_RATELIMIT_STORAGE_URL = "memory://"
+    MAILER_PAGE_RATE_LIMIT = "10 per minute; 100 per day"
     MAILER_LOG_LEVEL = "INFO"
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -109,6 +115,13 @@ class Config:
         config.MAILER_WORKER_BATCH = _int(env, "MAILER_WORKER_BATCH", 200)
         config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600)
         config.MAILER_BRAND_NAME = env.get("MAILER_BRAND_NAME") or "mailer"
+        config.MAILER_BRAND_COLOR = env.get("MAILER_BRAND_COLOR") or "#1d4ed8"
+        config.MAILER_SHOP_URL = (env.get("MAILER_SHOP_URL") or "").rstrip("/") or None
+        config.MAILER_REFERRAL_DAILY_CAP = _int(env, "MAILER_REFERRAL_DAILY_CAP", 5)
+        config.MAILER_RATELIMIT_STORAGE_URL = env.get("MAILER_RATELIMIT_STORAGE_URL") or "memory://"
+        config.MAILER_PAGE_RATE_LIMIT = (
+            env.get("MAILER_PAGE_RATE_LIMIT") or "10 per minute; 100 per day"
+        )
         config.MAILER_LOG_LEVEL = (env.get("MAILER_LOG_LEVEL") or "INFO").upper()
         return config
 

@@ -13,7 +13,7 @@ def create_app(config: Any = None) -> Flask:
     from config import config_from_env
     from mailer import cli, errors, health, settings
     from mailer.api import register_api
-    from mailer.extensions import db, migrate
+    from mailer.extensions import csrf, db, limiter, migrate
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(config if config is not None else config_from_env())
@@ -23,6 +23,10 @@ def create_app(config: Any = None) -> Flask:
     import mailer.models  # noqa: F401  (registers every table before the mappers configure)
 
     db.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    # Flask-Limiter logs the client address of each breach; addresses stay out of logs.
+    logging.getLogger("flask-limiter").setLevel(logging.ERROR)
     migrate.init_app(app, db, directory=_migrations_dir(), render_as_batch=True)
     with app.app_context():
         from mailer.database import configure_engine

@@ -6,9 +6,12 @@ Importing this module opens no connection and reads no setting.
 from __future__ import annotations
 
 import marshmallow as ma
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -49,3 +52,7 @@ class MailerApi(Api):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 api = MailerApi()
+csrf = CSRFProtect()
+# Limits key on the client address in memory (or Redis, with an expiry), never in the
+# database: no IP address is ever stored next to a person (CONSENT.md).
+limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)

@@ -51,6 +51,13 @@ def resolve(app: Flask) -> None:
     app.config["MAILER_SECRET_KEYS"] = keys
     # Flask's own signing (sessions, CSRF) uses the newest key.
     app.config["SECRET_KEY"] = keys[-1]
+    app.config["RATELIMIT_ENABLED"] = bool(app.config.get("MAILER_RATELIMIT_ENABLED", True))
+    app.config["RATELIMIT_STORAGE_URI"] = app.config.get("MAILER_RATELIMIT_STORAGE_URL",
+                                                         "memory://")
+    https = str(app.config.get("MAILER_BASE_URL", "")).startswith("https://")
+    app.config["SESSION_COOKIE_SECURE"] = https
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
 
 
 def address_hash_key() -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from mailer.api.guards import check_request_data
-from mailer.extensions import api
+from mailer.extensions import api, csrf
 
 
 def register_api(app: Flask) -> None:
@@ -30,5 +30,7 @@ def register_api(app: Flask) -> None:
     )
     api.init_app(app)
     for module in (contacts, topics, messages):
+        # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
+        csrf.exempt(module.blp)
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
     app.before_request(check_request_data)

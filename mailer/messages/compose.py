@@ -22,6 +22,8 @@ from mailer.messages.render import Rendered, renderer
 from mailer.tokens import Purpose, sign
 
 FOOTER_TEMPLATE = "_footer"
+# A Tell-a-Friend mail: its link means "never mail me again", not a topic.
+REFERRAL_FOOTER_TEMPLATE = "_referral_footer"
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
@@ -131,10 +133,12 @@ def compose(envelope: Envelope) -> OutgoingMail:
     text, html = rendered.text, rendered.html
     if unsubscribe_url is not None:
         needles = (unsubscribe_url, context["postal_address"])
-        footer_text = renderer().part(FOOTER_TEMPLATE, "body.txt", context) or ""
+        footer = (REFERRAL_FOOTER_TEMPLATE if envelope.category is Category.REFERRAL
+                  else FOOTER_TEMPLATE)
+        footer_text = renderer().part(footer, "body.txt", context) or ""
         text = _with_footer(text, footer_text, False, needles)
         if html is not None:
-            footer_html = renderer().part(FOOTER_TEMPLATE, "body.html", context) or ""
+            footer_html = renderer().part(footer, "body.html", context) or ""
             html_needles = (unsubscribe_url, str(escape(context["postal_address"])))
             html = _with_footer(html, footer_html, True, html_needles)
     return OutgoingMail(

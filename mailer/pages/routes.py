@@ -7,7 +7,7 @@ from flask import Blueprint, Flask, render_template, request
 from mailer.consent import confirmation
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.consent.unsubscribe import Scope, read_token, unsubscribe
-from mailer.extensions import db
+from mailer.extensions import csrf, db
 from mailer.tokens import TokenExpired, TokenInvalid
 
 blp = Blueprint("pages", __name__)
@@ -28,6 +28,7 @@ def unsubscribe_page(token: str) -> tuple[str, int] | str:
 
 
 @blp.post("/unsubscribe/<token>")
+@csrf.exempt  # RFC 8058: mail providers POST with no cookie and no CSRF token
 def unsubscribe_post(token: str) -> tuple[str, int] | str:
     """RFC 8058 one-click: no cookie, no CSRF token, no redirect; 200 and idempotent.
 
