@@ -4,6 +4,7 @@ from mailer.apikeys.models import ApiKey
 from mailer.consent.models import ConsentEvent, Subscription
 from mailer.contacts.models import Contact
 from mailer.messages.models import IdempotencyRecord, Message
+from mailer.referrals.models import Referral
 from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
 
@@ -13,6 +14,7 @@ __all__ = [
     "Contact",
     "IdempotencyRecord",
     "Message",
+    "Referral",
     "Subscription",
     "Suppression",
     "Topic",

@@ -12,12 +12,12 @@ from flask import current_app
 from sqlalchemy import select
 
 from mailer.consent.models import ConsentSource, SubscriptionState
-from mailer.consent.services import set_state, subscription_for
+from mailer.consent.services import set_partner_sharing, set_state, subscription_for
 from mailer.contacts.models import Contact
 from mailer.extensions import db
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.services import LIFTED_BY_CONFIRMATION
-from mailer.tokens import Purpose, TokenExpired, sign, verify
+from mailer.tokens import Purpose, TokenExpired, TokenInvalid, sign, verify
 from mailer.topics.models import Topic
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600
@@ -30,12 +30,14 @@ class Confirmed:
     lifted: set[str]
 
 
-def make_token(contact: Contact, topics: list[Topic]) -> str:
-    """A confirm token for these pending topics of the contact."""
-    return sign(
-        Purpose.CONFIRM,
-        {"h": contact.address_hash, "t": sorted(topic.id for topic in topics)},
-    )
+def make_token(contact: Contact, topics: list[Topic], *, partner_sharing: bool = False) -> str:
+    """A confirm token for these pending topics of the contact; `partner_sharing` asks for that
+    grant too, which then counts only once the address confirms."""
+    payload: dict[str, object] = {"h": contact.address_hash,
+                                  "t": sorted(topic.id for topic in topics)}
+    if partner_sharing:
+        payload["p"] = 1
+    return sign(Purpose.CONFIRM, payload)
 
 
 def confirm(token: str) -> Confirmed:
@@ -45,10 +47,7 @@ def confirm(token: str) -> Confirmed:
     is gone. Confirming twice changes nothing the second time.
     """
     max_age = current_app.config.get("MAILER_CONFIRM_MAX_AGE", DEFAULT_MAX_AGE)
-    try:
-        payload = verify(Purpose.CONFIRM, token, max_age=max_age)
-    except TokenExpired:
-        raise
+    payload = verify(Purpose.CONFIRM, token, max_age=max_age)
     contact = db.session.scalar(select(Contact).where(Contact.address_hash == payload["h"]))
     if contact is None:
         raise LookupError("contact no longer exists")
@@ -59,6 +58,8 @@ def confirm(token: str) -> Confirmed:
         if subscription is not None and subscription.state == SubscriptionState.PENDING:
             set_state(contact, topic, SubscriptionState.SUBSCRIBED, ConsentSource.CONFIRM)
             confirmed.append(topic)
+    if confirmed and payload.get("p"):
+        set_partner_sharing(contact, True, source=ConsentSource.CONFIRM)
     lifted: set[str] = set()
     if confirmed:
         lifted = {
@@ -72,7 +73,8 @@ def confirm(token: str) -> Confirmed:
     return Confirmed(contact=contact, topics=confirmed, lifted=lifted)
 
 
-def send_confirmation(contact: Contact, topics: list[Topic]) -> bool:
+def send_confirmation(contact: Contact, topics: list[Topic], *,
+                      partner_sharing: bool = False) -> bool:
     """Queue the double opt-in mail for these pending topics; False when the gate refuses it
     (at most 3 a day per address, or the address bounced). The subscriptions stay pending
     either way."""
@@ -86,7 +88,8 @@ def send_confirmation(contact: Contact, topics: list[Topic]) -> bool:
         to=contact.email,
         template="confirm_subscription",
         data={
-            "confirm_url": f"{base_url}/confirm/{make_token(contact, topics)}",
+            "confirm_url": f"{base_url}/confirm/"
+                           f"{make_token(contact, topics, partner_sharing=partner_sharing)}",
             "topic_names": [topic.name for topic in topics],
         },
         category=Category.CONFIRMATION,
@@ -97,3 +100,23 @@ def send_confirmation(contact: Contact, topics: list[Topic]) -> bool:
     except RecipientSuppressed:
         return False
     return True
+
+
+def resend(token: str) -> None:
+    """Queue a fresh confirmation for the still-pending topics of a (usually expired) confirm
+    token. Forged tokens, gone contacts and nothing pending do nothing, silently."""
+    try:
+        payload = verify(Purpose.CONFIRM, token)
+    except TokenExpired as exc:
+        payload = exc.payload
+    except TokenInvalid:
+        return
+    if not isinstance(payload, dict) or not isinstance(payload.get("h"), str):
+        return
+    contact = db.session.scalar(select(Contact).where(Contact.address_hash == payload["h"]))
+    if contact is None:
+        return
+    wanted = set(payload.get("t") or [])
+    pending = [s.topic for s in contact.subscriptions
+               if s.topic_id in wanted and s.state == SubscriptionState.PENDING]
+    send_confirmation(contact, pending, partner_sharing=bool(payload.get("p")))

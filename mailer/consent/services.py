@@ -29,6 +29,9 @@ class RequestKind(enum.Enum):
     # An operator imports addresses whose consent was collected elsewhere. An
     # explicit unsubscribe is never overridden by an import.
     IMPORTED = "imported"
+    # Anyone can type any address into a public form: the address itself must
+    # confirm, whatever the topic's own setting.
+    UNVERIFIED = "unverified"
 
 
 @dataclass
@@ -113,8 +116,10 @@ def request_subscriptions(
         # Someone who unsubscribed from the topic gets back in only by confirming
         # themselves: a calling service re-sending its whole list must not undo it.
         unsubscribed = current is not None and current.state == SubscriptionState.UNSUBSCRIBED
-        needs_confirmation = marked or (
-            kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed)
+        needs_confirmation = (
+            marked
+            or kind is RequestKind.UNVERIFIED
+            or (kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed))
         )
         state = SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
         set_state(contact, topic, state, source, note)
