@@ -8,6 +8,7 @@ configuration object from `os.environ` (or a mapping given for tests), and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +117,10 @@ class Config:
         config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600)
         config.MAILER_BRAND_NAME = env.get("MAILER_BRAND_NAME") or "mailer"
         config.MAILER_BRAND_COLOR = env.get("MAILER_BRAND_COLOR") or "#1d4ed8"
+        # It is written into the pages' CSS: only a plain colour may pass.
+        if not re.fullmatch(r"#[0-9a-fA-F]{3,8}", config.MAILER_BRAND_COLOR):
+            raise ValueError(f"MAILER_BRAND_COLOR must be a hex colour like #1d4ed8, "
+                             f"got {config.MAILER_BRAND_COLOR!r}")
         config.MAILER_SHOP_URL = (env.get("MAILER_SHOP_URL") or "").rstrip("/") or None
         config.MAILER_REFERRAL_DAILY_CAP = _int(env, "MAILER_REFERRAL_DAILY_CAP", 5)
         config.MAILER_RATELIMIT_STORAGE_URL = env.get("MAILER_RATELIMIT_STORAGE_URL") or "memory://"

@@ -55,3 +55,9 @@ def test_libpq_urls_get_the_psycopg_driver(tmp_path):
     app = create_app(config_from_env({"MAILER_DATABASE_URL": "postgresql://u@127.0.0.1/x",
                                       "MAILER_SECRET_KEYS": "k"}))
     assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg://")
+
+
+@pytest.mark.parametrize("colour", ["red; } body { display: none", "#12", "blue"])
+def test_brand_colour_must_be_a_plain_hex_colour(colour):
+    with pytest.raises(ValueError, match="MAILER_BRAND_COLOR"):
+        config_from_env({"MAILER_BRAND_COLOR": colour})
