@@ -84,6 +84,7 @@ def decide(
     subscription: str | None = None,
     confirmations_today: int = 0,
     now: dt.datetime | None = None,
+    stage: Stage = Stage.ACCEPT,
 ) -> Decision:
     """The rule table: may a mail of `category` go to an address with these marks and state?"""
     address_marks = {m.reason: m for m in marks if m.topic_id is None}
@@ -100,8 +101,11 @@ def decide(
         for reason in _REFERRAL_REFUSALS:
             if reason in address_marks:
                 return Decision(False, reason.value)
+        # The 30 days limit how often a referral is accepted; at delivery the mark is the one
+        # accepting this very mail set, so it must not stop the mail.
         quarantine = address_marks.get(Reason.QUARANTINED)
-        if quarantine is not None and (now or utcnow()) - quarantine.created_at < REFERRAL_INTERVAL:
+        if (stage is Stage.ACCEPT and quarantine is not None
+                and (now or utcnow()) - quarantine.created_at < REFERRAL_INTERVAL):
             return Decision(False, "quarantined")
         return ALLOW
     if category is Category.PROMOTIONAL:
@@ -185,6 +189,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
             subscription=states.get((r.address_hash, r.topic_id)) if r.topic_id else None,
             confirmations_today=confirmations.get(r.address_hash, 0),
             now=now,
+            stage=stage,
         )
         for r in requests
     ]

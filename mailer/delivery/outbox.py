@@ -128,15 +128,16 @@ def record(owner: str, outcomes: Sequence[Outcome], base_backoff: float) -> None
                     last_error=None, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        # A referral's plaintext recipient and rendered data go once its mail is sent.
-        scrub = [o.id for o in outcomes
-                 if o.status is MessageStatus.SENT and o.category is Category.REFERRAL]
-        if scrub:
-            db.session.execute(
-                update(Message).where(Message.id.in_(scrub))
-                .values(to_address=None, data={})
-                .execution_options(synchronize_session=False)
-            )
+    # A referral's plaintext recipient and rendered data go once its mail is final: sent,
+    # failed or suppressed alike (the friend's address is kept for nothing else).
+    scrub = [o.id for o in outcomes if o.category is Category.REFERRAL and o.status in
+             (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED)]
+    if scrub:
+        db.session.execute(
+            update(Message).where(Message.id.in_(scrub))
+            .values(to_address=None, data={})
+            .execution_options(synchronize_session=False)
+        )
     others = [o for o in outcomes if o.status is not MessageStatus.SENT]
     if others:
         params = []

@@ -162,3 +162,6 @@ def preferences_page(token: str) -> tuple[str, int] | str:
 
 def register(app: Flask) -> None:
     app.register_blueprint(blp)
+    from mailer.pages import tell_a_friend
+
+    app.register_blueprint(tell_a_friend.blp)

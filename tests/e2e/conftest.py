@@ -24,7 +24,9 @@ def _need(condition: bool, reason: str) -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright keeps an event loop running in this thread while it is open,
+# and later tests run workers with asyncio.run() in this thread.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     _need(shutil.which(CHROMIUM) is not None or os.path.exists(CHROMIUM),
           f"needs Chromium at {CHROMIUM} (apt-get install chromium; make test does)")
