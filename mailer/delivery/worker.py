@@ -65,6 +65,23 @@ class WorkerSettings:
         )
 
 
+HOUSEKEEPING_INTERVAL = 600.0
+
+
+def housekeeping() -> None:
+    """Forget what no rule needs any more: old idempotency records and referral rows."""
+    from mailer.extensions import db
+    from mailer.messages.services import purge_idempotency_records
+    from mailer.referrals.services import purge_expired
+
+    idempotency = purge_idempotency_records()
+    referrals = purge_expired()
+    db.session.commit()
+    if idempotency or referrals:
+        log.info("housekeeping: %d idempotency records, %d referral rows removed",
+                 idempotency, referrals)
+
+
 def new_owner() -> str:
     """A lease owner name that says which process holds a row."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -189,6 +206,7 @@ class Worker:
     async def _recorder(self) -> None:
         renew_every = self.settings.lease_seconds / 3
         last_renewal = time.monotonic()
+        last_housekeeping = 0.0
         while True:
             await asyncio.sleep(self.settings.record_interval)
             await self._flush()
@@ -198,6 +216,12 @@ class Worker:
                     last_renewal = time.monotonic()
                 except Exception:
                     log.exception("lease renewal failed")
+            if time.monotonic() - last_housekeeping >= HOUSEKEEPING_INTERVAL:
+                last_housekeeping = time.monotonic()
+                try:
+                    await self._in_db(housekeeping)
+                except Exception:
+                    log.exception("housekeeping failed")
 
     async def run(self) -> None:
         """Deliver until stop() is called; then finish or hand back what is held."""

@@ -216,3 +216,70 @@ def test_a_policy_refusal_fails_without_suppressing(app, client, auth, smtp):
     run_worker_until_idle(app, smtp.url)
     assert status(client, auth, message_id)["status"] == "failed"
     assert suppressions.marks(addresses.hash_of("picky@example.com")) == set()
+
+
+def test_housekeeping_forgets_old_idempotency_records(client, auth):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from mailer.delivery.worker import housekeeping
+    from mailer.messages.models import IdempotencyRecord
+
+    client.post("/api/v1/messages", json={"to": "buyer@example.com", "template": "receipt",
+                                          "data": RECEIPT, "category": "transactional"},
+                headers={**auth, "Idempotency-Key": "old"})
+    client.post("/api/v1/messages", json={"to": "buyer@example.com", "template": "receipt",
+                                          "data": RECEIPT, "category": "transactional"},
+                headers={**auth, "Idempotency-Key": "new"})
+    from mailer.database import utcnow
+
+    db.session.execute(update(IdempotencyRecord).where(IdempotencyRecord.key == "old")
+                       .values(created_at=utcnow() - dt.timedelta(hours=49)))
+    db.session.commit()
+    housekeeping()
+    assert [r.key for r in db.session.scalars(select(IdempotencyRecord))] == ["new"]
+
+
+def test_dkim_signature_of_a_delivered_promotional_mail_verifies(app, client, auth, smtp,
+                                                                 subscriber, tmp_path):
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from mailer import _init_dkim
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+    def dns(name, timeout=5):
+        return record if name == b"mail2026._domainkey.shop.example." else None
+
+    saved = {k: app.config.get(k) for k in ("MAILER_DKIM_KEY_FILE", "MAILER_DKIM_SELECTOR",
+                                            "MAILER_DKIM_DOMAIN")}
+    app.config.update(MAILER_DKIM_KEY_FILE=str(tmp_path / "dkim.pem"),
+                      MAILER_DKIM_SELECTOR="mail2026", MAILER_DKIM_DOMAIN="shop.example")
+    _init_dkim(app)
+    try:
+        send(client, auth, to=subscriber, template="newsletter", data=NEWS,
+             category="promotional", topic="news")
+        run_worker_until_idle(app, smtp.url)
+    finally:
+        app.config.update(saved)
+        app.extensions.pop("mailer.dkim", None)
+    raw = smtp.messages[0].data
+    assert raw.startswith(b"DKIM-Signature:")
+    assert dkim.verify(raw, dnsfunc=dns)
+    signed = re.search(rb"h=([^;]+);", raw.replace(b"\r\n", b"").replace(b" ", b"")).group(1)
+    names = {n.lower() for n in signed.split(b":")}
+    assert {b"list-unsubscribe", b"list-unsubscribe-post", b"from", b"subject"} <= names
+    tampered = raw.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                           b"List-Unsubscribe-Post: nothing")
+    assert not dkim.verify(tampered, dnsfunc=dns)
