@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app wsgi
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/mailer_test
 PYTEST_ARGS ?=
 
-.PHONY: install run migrate test test-postgres browser lint bench-api clean
+.PHONY: install run migrate test test-postgres browser lint bench-tools bench-api clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,15 @@ test-postgres: install browser
 lint: install
 	$(BIN)/ruff check .
 
-bench-api: install
-	$(BIN)/python bench/api_throughput.py
+BENCH_ARGS ?=
+
+# wrk is the load generator of the HTTP benchmarks (Debian package; needs root to install).
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
+bench-api: install bench-tools
+	$(BIN)/python bench/api_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
