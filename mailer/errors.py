@@ -106,7 +106,7 @@ HTTP_CODES = {
 
 
 def envelope(
-    status: int, code: str, message: str, fields: dict[str, Any] | None = None, **extra: Any
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None, /, **extra: Any
 ) -> Response:
     """Build the API's JSON error response."""
     body: dict[str, Any] = {"code": code, "message": message, "fields": fields or {}}

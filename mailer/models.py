@@ -1,6 +1,7 @@
 """Imports every model module, so the mappers and Alembic see the whole schema."""
 
 from mailer.apikeys.models import ApiKey
+from mailer.campaigns.models import Campaign
 from mailer.consent.models import ConsentEvent, Subscription
 from mailer.contacts.models import Contact
 from mailer.messages.models import IdempotencyRecord, Message
@@ -10,6 +11,7 @@ from mailer.topics.models import Topic
 
 __all__ = [
     "ApiKey",
+    "Campaign",
     "ConsentEvent",
     "Contact",
     "IdempotencyRecord",

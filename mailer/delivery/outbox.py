@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, select, text, update
+from sqlalchemy import bindparam, case, exists, select, text, update
 
+from mailer.campaigns.models import Campaign, CampaignStatus
 from mailer.consent.gate import Category
 from mailer.consent.models import ConsentSource
 from mailer.database import utcnow
@@ -27,6 +28,9 @@ from mailer.suppressions.models import Reason
 # Literal, so PostgreSQL can match the partial index ix_messages_claimable.
 _CLAIMABLE_SQL = text("messages.status IN ('queued', 'deferred', 'sending')")
 MAX_BACKOFF = dt.timedelta(hours=6)
+# A paused campaign's messages wait where they are: claims pass them by.
+_PAUSED_CAMPAIGN = exists().where(Campaign.id == Message.campaign_id,
+                                  Campaign.status == CampaignStatus.PAUSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ class Claimed:
     to_address: str | None
     address_hash: str
     attempts: int
+    campaign_id: int | None = None
 
 
 def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
@@ -47,7 +52,7 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
     now = utcnow()
     due = (
         select(Message.id)
-        .where(_CLAIMABLE_SQL, Message.due_at <= now)
+        .where(_CLAIMABLE_SQL, Message.due_at <= now, ~_PAUSED_CAMPAIGN)
         .order_by(Message.due_at)
         .limit(limit)
     )
@@ -66,6 +71,7 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
         .returning(
             Message.id, Message.public_id, Message.category, Message.topic_id, Message.template,
             Message.data, Message.to_address, Message.address_hash, Message.attempts,
+            Message.campaign_id,
         )
         .execution_options(synchronize_session=False)
     )
@@ -73,7 +79,7 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
     db.session.commit()
     return sorted(
         (Claimed(r.id, r.public_id, Category(r.category), r.topic_id, r.template, r.data or {},
-                 r.to_address, r.address_hash, r.attempts) for r in rows),
+                 r.to_address, r.address_hash, r.attempts, r.campaign_id) for r in rows),
         key=lambda c: c.id,
     )
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
 
+from mailer.campaigns.models import Campaign, CampaignStatus
 from mailer.consent import gate
 from mailer.consent.gate import Request, Stage
+from mailer.delivery import outbox
 from mailer.delivery.outbox import Claimed, Outcome
 from mailer.errors import MailerError
 from mailer.extensions import db
@@ -40,7 +43,23 @@ def _signer() -> DkimSigner | None:
     return current_app.extensions.get("mailer.dkim")
 
 
-def prepare(batch: Sequence[Claimed], max_attempts: int) -> tuple[list[Prepared], list[Outcome]]:
+@dataclass(frozen=True, slots=True)
+class CampaignInfo:
+    status: str
+    data: dict[str, Any]
+
+
+def _campaigns(ids: set[int]) -> dict[int, CampaignInfo]:
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        select(Campaign.id, Campaign.status, Campaign.data).where(Campaign.id.in_(ids))
+    )
+    return {r.id: CampaignInfo(r.status, r.data or {}) for r in rows}
+
+
+def prepare(batch: Sequence[Claimed], max_attempts: int,
+            owner: str = "") -> tuple[list[Prepared], list[Outcome]]:
     """Check consent again for the whole batch, then render and build each allowed mail.
 
     Returns the mails to send and the outcomes already known (suppressed by the
@@ -48,14 +67,23 @@ def prepare(batch: Sequence[Claimed], max_attempts: int) -> tuple[list[Prepared]
     """
     done: list[Outcome] = []
     candidates: list[Claimed] = []
+    campaigns = _campaigns({c.campaign_id for c in batch if c.campaign_id is not None})
+    paused: list[int] = []
     for claimed in batch:
-        if claimed.attempts > max_attempts:
+        campaign = campaigns.get(claimed.campaign_id) if claimed.campaign_id else None
+        if campaign is not None and campaign.status == CampaignStatus.PAUSED:
+            paused.append(claimed.id)  # paused after the claim: hand it back untouched
+        elif campaign is not None and campaign.status == CampaignStatus.CANCELLED:
+            done.append(_final(claimed, MessageStatus.CANCELLED, "campaign cancelled"))
+        elif claimed.attempts > max_attempts:
             done.append(_final(claimed, MessageStatus.FAILED,
                                f"gave up after {max_attempts} attempts"))
         elif claimed.to_address is None:
             done.append(_final(claimed, MessageStatus.FAILED, "recipient erased before delivery"))
         else:
             candidates.append(claimed)
+    if paused:
+        outbox.release(owner, paused)
     decisions = gate.check_many(
         [Request(c.address_hash, c.category, c.topic_id) for c in candidates],
         stage=Stage.DELIVERY,
@@ -72,7 +100,8 @@ def prepare(batch: Sequence[Claimed], max_attempts: int) -> tuple[list[Prepared]
             mail = compose(Envelope(
                 public_id=claimed.public_id, to_address=claimed.to_address or "",
                 address_hash=claimed.address_hash, category=claimed.category,
-                template=claimed.template, data=claimed.data,
+                template=claimed.template,
+                data=campaigns[claimed.campaign_id].data if claimed.campaign_id else claimed.data,
                 topic=topics.get(claimed.topic_id) if claimed.topic_id else None,
             ))
             message = build(mail)

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
+from mailer.campaigns import scheduler
 from mailer.delivery import outbox
 from mailer.delivery.outbox import Outcome
 from mailer.delivery.prepare import Prepared, prepare
@@ -52,6 +53,7 @@ class WorkerSettings:
     connections: int = 4
     drain_seconds: float = 6.0
     record_interval: float = 0.2
+    scheduler_interval: float = 1.0
 
     @classmethod
     def from_app(cls, app: Flask) -> WorkerSettings:
@@ -132,6 +134,8 @@ class Worker:
         self._queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=self.settings.batch_size * 2)
         self._outcomes: list[Outcome] = []
         self._in_flight: set[int] = set()
+        self._paused_campaigns: set[int] = set()
+        self._held_back: list[int] = []
         self.sent = 0
 
     async def _in_db(self, function: Callable[..., T], *args: Any) -> T:
@@ -154,7 +158,8 @@ class Worker:
             try:
                 batch = await self._in_db(outbox.claim, self.owner, settings.batch_size,
                                           settings.lease_seconds)
-                ready, done = (await self._in_db(prepare, batch, settings.max_attempts)
+                ready, done = (await self._in_db(prepare, batch, settings.max_attempts,
+                                                 self.owner)
                                if batch else ([], []))
             except Exception:
                 log.exception("claim failed; retrying")
@@ -166,6 +171,15 @@ class Worker:
             if not batch:
                 await self._pause(settings.poll_interval)
 
+    async def _scheduler(self) -> None:
+        """Fan out due campaigns and finish done ones, a round a second."""
+        while not self.stopping.is_set():
+            try:
+                self._paused_campaigns = await self._in_db(scheduler.tick, self.owner)
+            except Exception:
+                log.exception("campaign scheduler round failed")
+            await self._pause(self.settings.scheduler_interval)
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
@@ -173,6 +187,11 @@ class Worker:
     async def _sender(self) -> None:
         while True:
             prepared = await self._queue.get()
+            if prepared.claimed.campaign_id in self._paused_campaigns:
+                # Paused after it was prepared: hand it back unsent.
+                self._held_back.append(prepared.claimed.id)
+                self._queue.task_done()
+                continue
             self._in_flight.add(prepared.claimed.id)
             try:
                 result = await self.transport.send(prepared.mail_from, prepared.recipient,
@@ -192,6 +211,13 @@ class Worker:
                 self.sent += 1
 
     async def _flush(self) -> None:
+        if self._held_back:
+            held, self._held_back = self._held_back, []
+            try:
+                await self._in_db(outbox.release, self.owner, held)
+            except Exception:
+                log.exception("handing back %d held messages failed; will retry", len(held))
+                self._held_back[:0] = held
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
@@ -231,9 +257,11 @@ class Worker:
         senders = [asyncio.create_task(self._sender(), name=f"sender-{i}")
                    for i in range(self.settings.connections)]
         recorder = asyncio.create_task(self._recorder(), name="recorder")
+        campaign_scheduler = asyncio.create_task(self._scheduler(), name="scheduler")
         try:
             await self.stopping.wait()
         finally:
+            await asyncio.gather(campaign_scheduler, return_exceptions=True)
             await self._shutdown(claimer, senders, recorder)
 
     async def _shutdown(self, claimer: asyncio.Task[None], senders: list[asyncio.Task[None]],
@@ -247,7 +275,8 @@ class Worker:
         for task in [*senders, recorder]:
             task.cancel()
         await asyncio.gather(*senders, recorder, return_exceptions=True)
-        unsent = list(self._in_flight)
+        unsent = list(self._in_flight) + self._held_back
+        self._held_back = []
         while not self._queue.empty():
             unsent.append(self._queue.get_nowait().claimed.id)
         await self._flush()

@@ -44,6 +44,9 @@ class Message(db.Model):
         enum_check("category", Category),
         # The claim query reads only claimable rows; a partial index keeps it
         # small however many sent rows pile up.
+        # A campaign reaches each address at most once: a database fact, whatever
+        # restarts, resumes or extra workers happen.
+        UniqueConstraint("campaign_id", "address_hash"),
         Index(
             "ix_messages_claimable",
             "due_at",
@@ -67,6 +70,7 @@ class Message(db.Model):
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

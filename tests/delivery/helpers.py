@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from flask import Flask
 from sqlalchemy import func, or_, select
@@ -30,8 +31,10 @@ def busy_count() -> int:
 
 
 def run_worker_until_idle(app: Flask, smtp_url: str, settings: WorkerSettings = FAST,
-                          timeout: float = 30.0, until_all_final: bool = False) -> Worker:
-    """Run one worker (real SMTP pool) until nothing is left to do now, then stop it."""
+                          timeout: float = 30.0, until_all_final: bool = False,
+                          until: Callable[[], bool] | None = None) -> Worker:
+    """Run one worker (real SMTP pool) until nothing is left to do now (or `until()` holds,
+    checked in the worker's database thread), then stop it."""
 
     async def main() -> Worker:
         transport = SmtpPool(SmtpSettings.from_url(smtp_url + "?timeout=5"), settings.connections)
@@ -43,6 +46,8 @@ def run_worker_until_idle(app: Flask, smtp_url: str, settings: WorkerSettings = 
 
             def idle() -> bool:
                 db.session.remove()
+                if until is not None:
+                    return until()
                 if until_all_final:
                     return db.session.scalar(
                         select(func.count()).select_from(Message).where(

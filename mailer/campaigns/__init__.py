@@ -1,0 +1,1 @@
+"""Campaigns: a mailing to a topic's subscribers, scheduled, fanned out, paused, resumed."""
