@@ -27,6 +27,8 @@ def create_app(config: Any = None) -> Flask:
     limiter.init_app(app)
     # Flask-Limiter logs the client address of each breach; addresses stay out of logs.
     logging.getLogger("flask-limiter").setLevel(logging.ERROR)
+    # flufl.bounce logs a line per detector it tries on every bounce.
+    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
     migrate.init_app(app, db, directory=_migrations_dir(), render_as_batch=True)
     with app.app_context():
         from mailer.database import configure_engine

@@ -10,7 +10,7 @@ from mailer.extensions import api, csrf
 
 def register_api(app: Flask) -> None:
     """Bind flask-smorest, register every resource, and install the request guards."""
-    from mailer.api import campaigns, contacts, messages, referrals, topics
+    from mailer.api import campaigns, contacts, inbound, messages, referrals, topics
 
     app.config.setdefault("API_SPEC_OPTIONS", {})
     app.config["API_SPEC_OPTIONS"].update(
@@ -29,7 +29,7 @@ def register_api(app: Flask) -> None:
         }
     )
     api.init_app(app)
-    for module in (contacts, topics, messages, referrals, campaigns):
+    for module in (contacts, topics, messages, referrals, campaigns, inbound):
         # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
         csrf.exempt(module.blp)
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")
