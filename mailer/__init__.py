@@ -13,7 +13,7 @@ def create_app(config: Any = None) -> Flask:
     from config import config_from_env
     from mailer import cli, errors, health, settings
     from mailer.api import register_api
-    from mailer.extensions import csrf, db, limiter, migrate
+    from mailer.extensions import csrf, db, limiter, login_manager, migrate
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(config if config is not None else config_from_env())
@@ -25,6 +25,7 @@ def create_app(config: Any = None) -> Flask:
     db.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    login_manager.init_app(app)
     # Flask-Limiter logs the client address of each breach; addresses stay out of logs.
     logging.getLogger("flask-limiter").setLevel(logging.ERROR)
     # flufl.bounce logs a line per detector it tries on every bounce.
@@ -44,6 +45,9 @@ def create_app(config: Any = None) -> Flask:
     from mailer.pages import routes as pages
 
     pages.register(app)
+    from mailer.admin import routes as admin
+
+    admin.register(app)
     from mailer.devtools import mailbox
 
     mailbox.register(app)

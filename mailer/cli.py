@@ -32,6 +32,29 @@ def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
     click.echo(key)
 
 
+@mailer_cli.command("create-user")
+@click.argument("email")
+def create_user(email: str) -> None:
+    """Create a console (/admin/) user; the password is read from standard input.
+
+    At a terminal it is asked for twice and not echoed; from a pipe, the first line is
+    the password. At least 12 characters.
+    """
+    from mailer.admin import services as admin
+
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        user = admin.create_user(email, password)
+        db.session.commit()
+    except MailerError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"Console user {user.id} created; log in at /admin/login.")
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return max(sum(1 for _ in handle) - 1, 0)

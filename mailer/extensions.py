@@ -5,15 +5,18 @@ Importing this module opens no connection and reads no setting.
 
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import MetaData, inspect
+from sqlalchemy.orm import DeclarativeBase, make_transient_to_detached
 
 # Stable constraint names, so Alembic migrations (and SQLite batch mode) can
 # address every constraint by name on both databases.
@@ -56,3 +59,38 @@ csrf = CSRFProtect()
 # Limits key on the client address in memory (or Redis, with an expiry), never in the
 # database: no IP address is ever stored next to a person (CONSENT.md).
 limiter = Limiter(get_remote_address, default_limits=[], headers_enabled=True)
+# The console's logins (mailer.admin sets the user loader and where to send strangers).
+login_manager = LoginManager()
+
+
+def commit_and_keep() -> None:
+    """Commit the request's session without expiring what it holds.
+
+    For a view that answers with objects it has just written: their loaded state is what was
+    committed, so re-reading each one (a SELECT per object, and its relationships lazily)
+    to serialize the response would only repeat it. The session's default stays
+    `expire_on_commit=True`: long-lived sessions (the worker, the scheduler) keep seeing
+    other processes' changes after each commit.
+    """
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+
+
+def attach_inserted(instance: Any) -> Any:
+    """Make the object of a row just written with a Core INSERT (every column set, primary key
+    included) the session's persistent object, as a flush would have left it, without reading
+    the row back. Core writes skip the ORM's unit of work, which costs several times the
+    INSERT itself on the hot paths (a new contact, its subscription, an unsubscribe)."""
+    session = db.session()
+    make_transient_to_detached(instance)
+    stale = session.identity_map.get(inspect(instance).key)
+    if stale is not None:
+        # The object of a row rolled back earlier (SQLite hands its id out again): the row
+        # with this key is ours now.
+        session.expunge(stale)
+    session.add(instance)
+    return instance

@@ -1,5 +1,6 @@
 """Imports every model module, so the mappers and Alembic see the whole schema."""
 
+from mailer.admin.models import AdminUser
 from mailer.apikeys.models import ApiKey
 from mailer.campaigns.models import Campaign
 from mailer.consent.models import ConsentEvent, Subscription
@@ -10,6 +11,7 @@ from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
 
 __all__ = [
+    "AdminUser",
     "ApiKey",
     "Campaign",
     "ConsentEvent",

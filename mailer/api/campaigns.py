@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
+from flask import g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -122,3 +123,26 @@ for _name, _doc in (("pause", "Stop new deliveries (within seconds); resume goes
                     ("resume", "Go on after a pause, with no address mailed twice"),
                     ("cancel", "Cancel; what was not handed to SMTP is cancelled")):
     blp.route(f"/<campaign_id>/{_name}")(_action(_name, _doc))
+
+
+class TestSendSchema(StrictSchema):
+    to = fields.String(required=True, validate=validate.Length(min=1, max=254))
+
+
+class TestSentSchema(ma.Schema):
+    id = fields.String()
+    status = fields.String()
+
+
+@blp.route("/<campaign_id>/test")
+class CampaignTest(MethodView):
+    @require_scope("campaigns:write")
+    @blp.doc(security=SECURITY)
+    @blp.arguments(TestSendSchema)
+    @blp.response(202, TestSentSchema)
+    def post(self, body: dict[str, Any], campaign_id: str) -> dict[str, str]:
+        """Send one test mail of the campaign, marked "[TEST]", to `to`."""
+        message = campaigns.send_test(campaigns.get(campaign_id), body["to"],
+                                      api_key_id=g.api_key.id)
+        db.session.commit()
+        return {"id": message.public_id, "status": message.status}

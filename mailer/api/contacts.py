@@ -15,7 +15,7 @@ from mailer.consent import confirmation
 from mailer.consent.models import SubscriptionState
 from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
-from mailer.extensions import db
+from mailer.extensions import commit_and_keep, db
 
 URL_PREFIX = "/contacts"
 blp = Blueprint("contacts", __name__, description="Contacts and their per-topic consent")
@@ -88,7 +88,7 @@ class ExportSchema(ma.Schema):
 class ContactCollection(MethodView):
     @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
-    @blp.arguments(ContactCreateSchema)
+    @blp.arguments(ContactCreateSchema())  # an instance: webargs would build one per request
     @blp.response(201, ContactSchema, description="Created")
     @blp.alt_response(200, schema=ContactSchema, description="The address existed: updated")
     def post(self, body: dict[str, Any]) -> Any:
@@ -99,9 +99,10 @@ class ContactCollection(MethodView):
             source=body["source"],
             partner_sharing=body["partner_sharing"],
             attributes=body["attributes"],
+            email_is_normalized=True,  # the Email field did it
         )
         confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation)
-        db.session.commit()
+        commit_and_keep()
         return result.contact, 201 if result.created else 200
 
 
@@ -116,7 +117,7 @@ class ContactItem(MethodView):
 
     @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
-    @blp.arguments(ContactPatchSchema)
+    @blp.arguments(ContactPatchSchema())
     @blp.response(200, ContactSchema)
     def patch(self, body: dict[str, Any], email: str) -> Contact:
         """Change attributes (merged; null removes), partner sharing, or subscriptions."""
@@ -128,7 +129,7 @@ class ContactItem(MethodView):
             subscriptions=body.get("subscriptions"),
         )
         confirmation.send_confirmation(contact, outcome.needs_confirmation)
-        db.session.commit()
+        commit_and_keep()
         return contact
 
     @require_scope("contacts:write")

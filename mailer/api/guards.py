@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from mailer.apikeys.services import authenticate
-from mailer.card_numbers import card_number_at, strings_in
+from mailer.card_numbers import MIN_DIGITS, strings_in, text_holds_card_number
 from mailer.errors import (
     API_PREFIX,
     CardNumberRefused,
@@ -39,6 +39,8 @@ def check_request_data() -> None:
             inputs["body"] = request.get_json(silent=True)
         except RecursionError as exc:
             raise InvalidJson("The request body is nested too deeply.") from exc
+    # One pass for both checks; unstorable text anywhere is reported before a card number.
+    card_at = None
     for where, text in strings_in(inputs):
         if _UNSTORABLE.search(text):
             field = where.partition(".")[2] or where
@@ -46,14 +48,17 @@ def check_request_data() -> None:
                 "Text may not hold NUL characters or lone surrogates.", code="invalid_text",
                 fields={field: ["Holds a NUL character or a lone surrogate."]},
             )
-    where = card_number_at(inputs)
-    if where is not None:
-        raise CardNumberRefused(fields={where.partition(".")[2] or where: ["card number"]})
+        # Shorter than a card number's digits alone: cannot hold one.
+        if card_at is None and len(text) >= MIN_DIGITS and text_holds_card_number(text):
+            card_at = where or "_body"
+    if card_at is not None:
+        raise CardNumberRefused(fields={card_at.partition(".")[2] or card_at: ["card number"]})
 
 
 def require_scope(scope: str) -> Callable[[F], F]:
     """Decorate a view: it needs a bearer API key holding `scope` (401 without a key, 403 without
-    the scope). The key row is left in `g.api_key`."""
+    the scope). The key (`apikeys.services.AuthenticatedKey`: id, name, scopes) is left in
+    `g.api_key`."""
 
     def decorator(view: F) -> F:
         @functools.wraps(view)

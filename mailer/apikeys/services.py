@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from flask import current_app, has_app_context
+from sqlalchemy import bindparam, event, select
 
 from mailer.apikeys.models import ApiKey
 from mailer.extensions import db
@@ -46,11 +50,56 @@ def issue(name: str, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
     return row, key
 
 
-def authenticate(key: str) -> ApiKey | None:
-    """The live key row for a presented key, or None."""
+@dataclass(frozen=True, slots=True)
+class AuthenticatedKey:
+    """What a request needs of its key: which one (for idempotency records) and its scopes."""
+
+    id: int
+    name: str
+    scopes: frozenset[str]
+
+
+# A live key is looked up once per process every CACHE_SECONDS, not on every request, so a
+# revocation written by another process takes up to this long to be refused there (in the
+# process that revokes it through the ORM, at once). Unknown keys are never cached.
+CACHE_SECONDS = 5.0
+_CACHE_LIMIT = 1000
+_CACHE = "mailer.api_key_cache"
+_by_digest = select(ApiKey).where(ApiKey.key_hash == bindparam("digest"))
+
+
+def _cache() -> dict[str, tuple[float, AuthenticatedKey]]:
+    return current_app.extensions.setdefault(_CACHE, {})
+
+
+def authenticate(key: str) -> AuthenticatedKey | None:
+    """The live key for a presented key, or None."""
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
-    row = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == _digest(key)))
+    digest = _digest(key)
+    cache = _cache()
+    now = time.monotonic()
+    hit = cache.get(digest)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    row = db.session.scalar(_by_digest, {"digest": digest})
     if row is None or row.revoked_at is not None:
+        cache.pop(digest, None)
         return None
-    return row
+    found = AuthenticatedKey(row.id, row.name, frozenset(row.scopes or ()))
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[digest] = (now + CACHE_SECONDS, found)
+    return found
+
+
+def forget_cached_keys() -> None:
+    """Drop this process's cached keys (a key was revoked or changed here)."""
+    if has_app_context():
+        _cache().clear()
+
+
+@event.listens_for(ApiKey, "after_update")
+@event.listens_for(ApiKey, "after_delete")
+def _key_changed(_mapper: Any, _connection: Any, _target: ApiKey) -> None:
+    forget_cached_keys()

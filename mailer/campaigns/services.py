@@ -15,7 +15,7 @@ from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.compose import Envelope, TopicInfo, compose
 from mailer.messages.models import Message, MessageStatus
-from mailer.messages.services import new_public_id
+from mailer.messages.services import SendRequest, accept, new_public_id
 from mailer.topics.models import Topic
 
 # Which transitions each action may make: draft → scheduled → running → paused ⇄ running →
@@ -152,6 +152,21 @@ def stats(campaign: Campaign) -> dict[str, int]:
     counts["recipients"] = campaign.recipients
     counts["unsubscribed"] = campaign.unsubscribed
     return counts
+
+
+def send_test(campaign: Campaign, to: str, *, api_key_id: int | None = None) -> Message:
+    """Queue one test mail of the campaign to `to`, marked "[TEST]".
+
+    Whoever asks for a test caused it, so the consent gate treats it as
+    transactional mail (refused only for an undeliverable address); it is
+    rendered exactly as the campaign's promotional mail, footer and links
+    included, so what is checked is what subscribers will get.
+    """
+    return accept(
+        SendRequest(to=to, template=campaign.template, data=campaign.data,
+                    category=Category.TRANSACTIONAL, topic=campaign.topic.slug, test=True),
+        api_key_id=api_key_id,
+    )
 
 
 def render_preview(campaign: Campaign, data_override: dict[str, Any] | None = None):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer.consent.models import (
     ConsentEvent,
@@ -15,7 +16,8 @@ from mailer.consent.models import (
     SubscriptionState,
 )
 from mailer.contacts.models import Contact
-from mailer.extensions import db
+from mailer.database import utcnow
+from mailer.extensions import attach_inserted, db
 from mailer.suppressions import services as suppressions
 from mailer.topics.models import Topic
 
@@ -43,19 +45,43 @@ class SubscriptionOutcome:
     kept_unsubscribed: list[str] = field(default_factory=list)
 
 
+# Consent changes are written through with Core statements built once, and the session's
+# objects are set to what was written: the ORM's unit of work cost several times the INSERTs
+# themselves on the paths that create a contact or unsubscribe one.
+_subscriptions = Subscription.__table__
+_events = ConsentEvent.__table__
+_INSERT_SUBSCRIPTION = (
+    insert(_subscriptions)
+    .values(contact_id=bindparam("p_contact"), topic_id=bindparam("p_topic"),
+            state=bindparam("p_state"), created_at=bindparam("p_now"),
+            updated_at=bindparam("p_now"))
+    .returning(_subscriptions.c.id)
+)
+_UPDATE_SUBSCRIPTION = (
+    update(_subscriptions)
+    .where(_subscriptions.c.id == bindparam("p_id"))
+    .values(state=bindparam("p_state"), updated_at=bindparam("p_now"))
+)
+_INSERT_EVENT = insert(_events).values(
+    contact_id=bindparam("p_contact"), address_hash=bindparam("p_hash"),
+    subject=bindparam("p_subject"), topic_id=bindparam("p_topic"), state=bindparam("p_state"),
+    source=bindparam("p_source"), note=bindparam("p_note"), created_at=bindparam("p_now"),
+)
+
+
+def _contact_id(contact: Contact) -> int:
+    if contact.id is None:  # a contact added but not flushed yet
+        db.session.flush()
+    return contact.id
+
+
 def _log(contact: Contact, subject: ConsentSubject, state: str, source: ConsentSource,
          note: str | None, topic: Topic | None = None) -> None:
-    db.session.add(
-        ConsentEvent(
-            contact_id=contact.id,
-            address_hash=contact.address_hash,
-            subject=subject,
-            topic_id=topic.id if topic is not None else None,
-            state=state,
-            source=source,
-            note=note,
-        )
-    )
+    db.session.execute(_INSERT_EVENT, {
+        "p_contact": _contact_id(contact), "p_hash": contact.address_hash,
+        "p_subject": subject.value, "p_topic": topic.id if topic is not None else None,
+        "p_state": state, "p_source": source.value, "p_note": note, "p_now": utcnow(),
+    })
 
 
 def subscription_for(contact: Contact, topic: Topic) -> Subscription | None:
@@ -70,15 +96,33 @@ def set_state(
     contact: Contact, topic: Topic, state: SubscriptionState, source: ConsentSource,
     note: str | None = None,
 ) -> bool:
-    """Move one subscription to `state`, logging the change; False when it was already there."""
+    """Move one subscription to `state`, logging the change; False when it was already there.
+
+    Written at once; the contact's loaded subscriptions show the change as committed state.
+    """
     subscription = subscription_for(contact, topic)
+    now = utcnow()
     if subscription is None:
-        subscription = Subscription(topic=topic, state=state)
-        contact.subscriptions.append(subscription)
+        contact_id = _contact_id(contact)
+        new_id = db.session.execute(_INSERT_SUBSCRIPTION, {
+            "p_contact": contact_id, "p_topic": topic.id, "p_state": state.value, "p_now": now,
+        }).scalar_one()
+        subscription = attach_inserted(Subscription(
+            id=new_id, contact_id=contact_id, topic_id=topic.id, state=state.value,
+            created_at=now, updated_at=now,
+        ))
+        set_committed_value(subscription, "topic", topic)
+        set_committed_value(subscription, "contact", contact)
+        set_committed_value(contact, "subscriptions", [*contact.subscriptions, subscription])
     elif subscription.state == state:
         return False
     else:
-        subscription.state = state
+        if subscription in db.session.dirty:
+            db.session.flush()  # changed elsewhere through the ORM: keep the order of writes
+        db.session.execute(_UPDATE_SUBSCRIPTION,
+                           {"p_id": subscription.id, "p_state": state.value, "p_now": now})
+        set_committed_value(subscription, "state", state.value)
+        set_committed_value(subscription, "updated_at", now)
     _log(contact, ConsentSubject.TOPIC, state.value, source, note, topic)
     return True
 
@@ -90,6 +134,7 @@ def request_subscriptions(
     source: ConsentSource,
     note: str | None = None,
     kind: RequestKind = RequestKind.ASK,
+    marked: bool | None = None,
 ) -> SubscriptionOutcome:
     """Ask for the contact's subscription to each topic, following ../shared/CONSENT.md.
 
@@ -97,9 +142,19 @@ def request_subscriptions(
     bounced) only ever gets `pending`: the mark is lifted by the address's own
     confirmation, never by whoever adds it. A topic the address unsubscribed
     from is `pending` again too when asked for, and an import leaves it alone.
+
+    `marked` is whether the address has a mark, when the caller has just read it
+    (`suppressions.marks()`); otherwise it is read here. Nothing is flushed: the
+    changes go out with the caller's next flush or commit.
     """
     outcome = SubscriptionOutcome()
-    marked = bool(suppressions.marks(contact.address_hash))
+    if not topics:
+        return outcome
+    if marked is None:
+        # A read among writes: it must not flush them (and, on SQLite, take the write lock)
+        # early. Marks are only ever added with a flush, so none can be pending here.
+        with db.session.no_autoflush:
+            marked = bool(suppressions.marks(contact.address_hash))
     for topic in topics:
         current = subscription_for(contact, topic)
         if current is not None and current.state == SubscriptionState.SUBSCRIBED:
@@ -126,7 +181,6 @@ def request_subscriptions(
         outcome.states[topic.slug] = state
         if needs_confirmation:
             outcome.needs_confirmation.append(topic)
-    db.session.flush()
     return outcome
 
 
@@ -146,9 +200,15 @@ def set_partner_sharing(
     if contact.partner_sharing == allowed:
         return
     contact.partner_sharing = allowed
-    _log(contact, ConsentSubject.PARTNER_SHARING, "granted" if allowed else "withdrawn",
-         source, note)
-    db.session.flush()
+    log_partner_sharing(contact, source=source, note=note)
+
+
+def log_partner_sharing(contact: Contact, *, source: ConsentSource,
+                        note: str | None = None) -> None:
+    """Log the contact's current partner-sharing consent as a change (a new contact made with
+    it granted logs this instead of changing it afterwards)."""
+    _log(contact, ConsentSubject.PARTNER_SHARING,
+         "granted" if contact.partner_sharing else "withdrawn", source, note)
 
 
 def history(contact: Contact) -> list[ConsentEvent]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from mailer.campaigns.models import Campaign
 from mailer.consent import services as consent
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.contacts.models import Contact
@@ -33,6 +34,7 @@ class LinkTarget:
     address_hash: str
     topic: Topic | None
     contact: Contact | None
+    campaign_id: int | None = None
 
 
 def read_token(token: str) -> LinkTarget:
@@ -43,7 +45,8 @@ def read_token(token: str) -> LinkTarget:
     topic_id = payload.get("t")
     topic = db.session.get(Topic, topic_id) if isinstance(topic_id, int) else None
     contact = db.session.scalar(select(Contact).where(Contact.address_hash == payload["h"]))
-    return LinkTarget(payload["h"], topic, contact)
+    campaign_id = payload.get("c") if isinstance(payload.get("c"), int) else None
+    return LinkTarget(payload["h"], topic, contact, campaign_id)
 
 
 def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> None:
@@ -53,6 +56,7 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> None
     me again" and marks the address `blocked`.
     """
     contact = target.contact
+    subscribed_before = _subscribed_topics(contact)
     if scope is Scope.ALL:
         if contact is not None:
             topics = [s.topic for s in contact.subscriptions
@@ -68,4 +72,17 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> None
     else:
         suppressions.suppress(target.address_hash, Reason.UNSUBSCRIBED, source=source,
                               topic_id=target.topic.id)
+    if target.campaign_id is not None and subscribed_before - _subscribed_topics(contact):
+        # The campaign's unsubscribe figure: a count, never who.
+        db.session.execute(
+            update(Campaign).where(Campaign.id == target.campaign_id)
+            .values(unsubscribed=Campaign.unsubscribed + 1)
+            .execution_options(synchronize_session=False)
+        )
     db.session.flush()
+
+
+def _subscribed_topics(contact: Contact | None) -> set[int]:
+    if contact is None:
+        return set()
+    return {s.topic_id for s in contact.subscriptions if s.state == SubscriptionState.SUBSCRIBED}

@@ -6,18 +6,23 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer import addresses
 from mailer.consent import services as consent
 from mailer.consent.models import ConsentEvent, ConsentSource, SubscriptionState
 from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
-from mailer.errors import NotFound, ValidationFailed
-from mailer.extensions import db
+from mailer.database import utcnow
+from mailer.errors import Conflict, NotFound, ValidationFailed
+from mailer.extensions import attach_inserted, db
 from mailer.messages import services as outbox
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
+from mailer.topics.models import Topic
 from mailer.topics.services import topics_by_slug
 
 MAX_ATTRIBUTES = 50
@@ -50,12 +55,16 @@ def check_attributes(attributes: Any) -> dict[str, Any]:
     return attributes
 
 
-def find(raw_email: str) -> Contact | None:
-    """The contact for an address in any spelling, or None. Invalid addresses raise."""
+def _normalize(raw_email: str) -> str:
     try:
-        email = addresses.normalize(raw_email)
+        return addresses.normalize(raw_email)
     except addresses.InvalidAddress as exc:
         raise ValidationFailed(str(exc), fields={"email": [str(exc)]}) from exc
+
+
+def find(raw_email: str) -> Contact | None:
+    """The contact for an address in any spelling, or None. Invalid addresses raise."""
+    email = _normalize(raw_email)
     return db.session.scalar(select(Contact).where(Contact.email == email))
 
 
@@ -74,6 +83,73 @@ class Upserted:
     outcome: SubscriptionOutcome
 
 
+# Statements of the create-or-update path, built once (building and keying a statement
+# costs about as much as SQLite running it).
+_LOOKUP = (
+    select(Contact)
+    .where(Contact.email == bindparam("email"))
+    .options(selectinload(Contact.subscriptions))
+)
+_TOPICS = select(Topic).where(Topic.slug.in_(bindparam("slugs", expanding=True)))
+_INSERT: dict[str, Any] = {}
+
+
+def _lookup(email: str) -> Contact | None:
+    """The contact of a normalized address with its subscriptions loaded, or None."""
+    return db.session.scalar(_LOOKUP, {"email": email})
+
+
+def _topics(slugs: list[str] | tuple[str, ...]) -> list[Topic]:
+    """The topics of these slugs, in order; topics_by_slug() reports any unknown one."""
+    wanted = list(dict.fromkeys(slugs))
+    if not wanted:
+        return []
+    found = {topic.slug: topic for topic in db.session.scalars(_TOPICS, {"slugs": wanted})}
+    if len(found) < len(wanted):
+        return list(topics_by_slug(wanted).values())  # raises, naming the unknown slugs
+    return [found[slug] for slug in wanted]
+
+
+_NEW_CONTACT_COLUMNS = ("email", "address_hash", "attributes", "source", "partner_sharing",
+                        "created_at", "updated_at")
+
+
+def _insert_statement() -> Any:
+    name = db.engine.dialect.name
+    statement = _INSERT.get(name)
+    if statement is None:
+        dialect = postgresql if name == "postgresql" else sqlite
+        table = Contact.__table__
+        statement = _INSERT[name] = (
+            dialect.insert(table)
+            .values({column: bindparam(column) for column in _NEW_CONTACT_COLUMNS})
+            .on_conflict_do_nothing()
+            .returning(table.c.id)
+        )
+    return statement
+
+
+def _insert_new(email: str, address_hash: str, *, attributes: dict[str, Any],
+                source: str | None, partner_sharing: bool) -> Contact | None:
+    """INSERT the contact unless the address exists; None when it does (a concurrent request
+    made it after our lookup). ON CONFLICT DO NOTHING, so the loser never sees a unique
+    violation: on PostgreSQL it waits for the winner's commit, on SQLite for its write lock,
+    and then reads the winner's row as any update would."""
+    now = utcnow()
+    values = {"email": email, "address_hash": address_hash, "attributes": attributes,
+              "source": source, "partner_sharing": partner_sharing, "created_at": now,
+              "updated_at": now}
+    new_id = db.session.execute(_insert_statement(), values).scalar()
+    if new_id is None:
+        return None
+    # The row holds exactly these values: make it the session's persistent object without
+    # reading it back (the ORM's own INSERT ... RETURNING path costs twice as much).
+    contact = attach_inserted(Contact(id=new_id, **values))
+    # A new contact has no subscriptions: say so, rather than have them loaded.
+    set_committed_value(contact, "subscriptions", [])
+    return contact
+
+
 def upsert(
     email: str,
     *,
@@ -83,42 +159,57 @@ def upsert(
     attributes: dict[str, Any] | None = None,
     channel: ConsentSource = ConsentSource.API,
     kind: RequestKind = RequestKind.ASK,
+    email_is_normalized: bool = False,
 ) -> Upserted:
     """Create or update a contact and ask for its subscriptions to `topics`.
 
     `partner_sharing` True records a grant; False withdraws one; None leaves it.
     New attributes are merged into the existing ones; a null value removes one.
+    `email_is_normalized`: the caller has already put `email` through
+    `addresses.normalize()` (the API's Email field does), so it is not done twice.
+
+    Every read comes first and the writes last: a new contact is inserted at once
+    (so that a concurrent create of the same address turns into an update), the
+    rest goes out with the caller's next flush or commit.
     """
-    try:
-        normalized = addresses.normalize(email)
-    except addresses.InvalidAddress as exc:
-        raise ValidationFailed(str(exc), fields={"email": [str(exc)]}) from exc
-    wanted_topics = list(topics_by_slug(topics).values())
+    normalized = email if email_is_normalized else _normalize(email)
+    wanted_topics = _topics(topics)
     if attributes is not None:
         check_attributes(attributes)
 
-    contact = db.session.scalar(select(Contact).where(Contact.email == normalized))
-    created = contact is None
-    if contact is None:
-        contact = Contact(
-            email=normalized,
-            address_hash=addresses.keyed_hash(normalized),
-            attributes={},
-            source=source,
-            partner_sharing=False,
+    contact = _lookup(normalized)
+    address_hash = contact.address_hash if contact else addresses.keyed_hash(normalized)
+    marked = bool(suppressions.marks(address_hash)) if wanted_topics else False
+    created = False
+    for _attempt in range(3):
+        if contact is not None:
+            break
+        contact = _insert_new(
+            normalized, address_hash,
+            # Merged into nothing: a null value has nothing to remove.
+            attributes={k: v for k, v in (attributes or {}).items() if v is not None},
+            source=source, partner_sharing=partner_sharing is True,
         )
-        db.session.add(contact)
-        db.session.flush()
-    elif source and not contact.source:
-        contact.source = source
-    if attributes:
-        merge_attributes(contact, attributes)
-    if partner_sharing is not None:
-        consent.set_partner_sharing(contact, partner_sharing, source=channel, note=source)
+        if contact is not None:
+            created = True
+            if partner_sharing:
+                consent.log_partner_sharing(contact, source=channel, note=source)
+        else:
+            # A concurrent request made the address since our lookup: update its row.
+            contact = _lookup(normalized)
+    if contact is None:  # made and erased again, three times over, while we tried
+        raise Conflict("The contact kept changing during the request; try again.",
+                       code="contact_busy")
+    if not created:
+        if source and not contact.source:
+            contact.source = source
+        if attributes:
+            merge_attributes(contact, attributes)
+        if partner_sharing is not None:
+            consent.set_partner_sharing(contact, partner_sharing, source=channel, note=source)
     outcome = consent.request_subscriptions(
-        contact, wanted_topics, source=channel, note=source, kind=kind
+        contact, wanted_topics, source=channel, note=source, kind=kind, marked=marked
     )
-    db.session.flush()
     return Upserted(contact=contact, created=created, outcome=outcome)
 
 

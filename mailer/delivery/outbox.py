@@ -45,6 +45,7 @@ class Claimed:
     address_hash: str
     attempts: int
     campaign_id: int | None = None
+    is_test: bool = False
 
 
 def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
@@ -71,7 +72,7 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
         .returning(
             Message.id, Message.public_id, Message.category, Message.topic_id, Message.template,
             Message.data, Message.to_address, Message.address_hash, Message.attempts,
-            Message.campaign_id,
+            Message.campaign_id, Message.is_test,
         )
         .execution_options(synchronize_session=False)
     )
@@ -79,7 +80,8 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
     db.session.commit()
     return sorted(
         (Claimed(r.id, r.public_id, Category(r.category), r.topic_id, r.template, r.data or {},
-                 r.to_address, r.address_hash, r.attempts, r.campaign_id) for r in rows),
+                 r.to_address, r.address_hash, r.attempts, r.campaign_id, bool(r.is_test))
+         for r in rows),
         key=lambda c: c.id,
     )
 

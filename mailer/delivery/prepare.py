@@ -103,6 +103,7 @@ def prepare(batch: Sequence[Claimed], max_attempts: int,
                 template=claimed.template,
                 data=campaigns[claimed.campaign_id].data if claimed.campaign_id else claimed.data,
                 topic=topics.get(claimed.topic_id) if claimed.topic_id else None,
+                campaign_id=claimed.campaign_id, test=claimed.is_test,
             ))
             message = build(mail)
             if signer is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,28 +52,48 @@ class Envelope:
     template: str
     data: dict[str, Any]
     topic: TopicInfo | None = None
+    # The campaign a mail belongs to: its unsubscribe link counts towards the campaign's
+    # (aggregate) unsubscribe figure.
+    campaign_id: int | None = None
+    # A campaign's test mail: sent to whoever asked for it as transactional mail, but
+    # rendered exactly as the promotional mail, with "[TEST]" before the subject.
+    test: bool = False
 
 
-def unsubscribe_token(address_hash: str, topic_id: int | None) -> str:
+TEST_SUBJECT_PREFIX = "[TEST] "
+
+
+def unsubscribe_token(address_hash: str, topic_id: int | None,
+                      campaign_id: int | None = None) -> str:
     """The never-expiring token of the unsubscribe link (works after erasure too)."""
-    return sign(Purpose.UNSUBSCRIBE, {"h": address_hash, "t": topic_id})
+    payload: dict[str, Any] = {"h": address_hash, "t": topic_id}
+    if campaign_id is not None:
+        payload["c"] = campaign_id
+    return sign(Purpose.UNSUBSCRIBE, payload)
 
 
 def preferences_token(address_hash: str) -> str:
     return sign(Purpose.PREFERENCES, {"h": address_hash})
 
 
-def sender_address() -> str:
+def sender_address(config: Any = None) -> str:
     """MAILER_FROM, or NotConfigured."""
-    sender = current_app.config.get("MAILER_FROM")
+    sender = (current_app.config if config is None else config).get("MAILER_FROM")
     if not sender:
         raise NotConfigured("MAILER_FROM is not set: mail has no From address.",
                             fields={"MAILER_FROM": ["not set"]})
     return sender
 
 
+@lru_cache(maxsize=64)
 def _domain_of(sender: str) -> str:
+    # Cached: a service has a sender or two, and parseaddr is slow beside the rest of a mail.
     return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+
+
+@lru_cache(maxsize=64)
+def _list_host(base_url: str, sender: str) -> str:
+    return urlsplit(base_url).hostname or _domain_of(sender)
 
 
 def needs_unsubscribe(category: Category) -> bool:
@@ -80,9 +101,9 @@ def needs_unsubscribe(category: Category) -> bool:
     return category in (Category.PROMOTIONAL, Category.REFERRAL)
 
 
-def postal_address() -> str:
+def postal_address(config: Any = None) -> str:
     """MAILER_POSTAL_ADDRESS, or NotConfigured: CAN-SPAM requires it in commercial mail."""
-    address = current_app.config.get("MAILER_POSTAL_ADDRESS")
+    address = (current_app.config if config is None else config).get("MAILER_POSTAL_ADDRESS")
     if not address:
         raise NotConfigured(
             "MAILER_POSTAL_ADDRESS is not set: promotional mail must carry the sender's postal "
@@ -108,43 +129,44 @@ def compose(envelope: Envelope) -> OutgoingMail:
     """Render one mail for its recipient, with links, footer and headers as its category needs."""
     config = current_app.config
     base_url = config["MAILER_BASE_URL"]
-    sender = sender_address()
+    sender = sender_address(config)
     context: dict[str, Any] = dict(envelope.data)
     context["brand_name"] = config.get("MAILER_BRAND_NAME", "mailer")
     headers: list[tuple[str, str]] = []
     unsubscribe_url = None
-    if needs_unsubscribe(envelope.category):
+    if needs_unsubscribe(envelope.category) or (envelope.test and envelope.topic is not None):
         topic_id = envelope.topic.id if envelope.topic else None
-        token = unsubscribe_token(envelope.address_hash, topic_id)
+        token = unsubscribe_token(envelope.address_hash, topic_id, envelope.campaign_id)
         unsubscribe_url = f"{base_url}/unsubscribe/{token}"
         context["unsubscribe_url"] = unsubscribe_url
         context["preferences_url"] = (
             f"{base_url}/preferences/{preferences_token(envelope.address_hash)}"
         )
-        context["postal_address"] = postal_address()
+        context["postal_address"] = postal_address(config)
         context["topic_name"] = envelope.topic.name if envelope.topic else context["brand_name"]
         headers.append(("List-Unsubscribe", f"<{unsubscribe_url}>"))
         headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         list_slug = envelope.topic.slug if envelope.topic else envelope.category.value
-        list_host = urlsplit(base_url).hostname or _domain_of(sender)
+        list_host = _list_host(base_url, sender)
         headers.append(("List-Id", f"<{list_slug}.{list_host}>"))
 
-    rendered: Rendered = renderer().render(envelope.template, context)
+    templates = renderer()
+    rendered: Rendered = templates.render(envelope.template, context)
     text, html = rendered.text, rendered.html
     if unsubscribe_url is not None:
         needles = (unsubscribe_url, context["postal_address"])
         footer = (REFERRAL_FOOTER_TEMPLATE if envelope.category is Category.REFERRAL
                   else FOOTER_TEMPLATE)
-        footer_text = renderer().part(footer, "body.txt", context) or ""
+        footer_text = templates.part(footer, "body.txt", context) or ""
         text = _with_footer(text, footer_text, False, needles)
         if html is not None:
-            footer_html = renderer().part(footer, "body.html", context) or ""
+            footer_html = templates.part(footer, "body.html", context) or ""
             html_needles = (unsubscribe_url, str(escape(context["postal_address"])))
             html = _with_footer(html, footer_html, True, html_needles)
     return OutgoingMail(
         sender=sender,
         to=envelope.to_address,
-        subject=rendered.subject,
+        subject=(TEST_SUBJECT_PREFIX + rendered.subject) if envelope.test else rendered.subject,
         text=text,
         html=html,
         message_id=f"<{envelope.public_id}@{_domain_of(sender)}>",

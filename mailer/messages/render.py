@@ -17,6 +17,7 @@ from jinja2 import (
     ChoiceLoader,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateError,
     TemplateNotFound,
     UndefinedError,
@@ -44,12 +45,34 @@ class Rendered:
     html: str | None
 
 
+# Every attribute a plain dict instance has (it has no instance attributes of its own).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, with a shortcut for the commonest lookup of a mail template.
+
+    `item.name` on a plain dict (the JSON data of a send): Jinja tries the attribute first
+    and, as a dict has no attribute of that name, answers the item, or Undefined. Here the
+    same answer comes without raising and catching an AttributeError on every lookup.
+    Anything else, dict methods (`d.items`) included, goes through the sandbox as before.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and type(attribute) is str and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 class Renderer:
     """Renders template folders; compiled templates are cached by Jinja."""
 
     def __init__(self, search_path: list[Path]) -> None:
         self.search_path = search_path
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=ChoiceLoader([FileSystemLoader(str(p)) for p in search_path]),
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
@@ -57,13 +80,22 @@ class Renderer:
             auto_reload=False,
             cache_size=400,
         )
+        # Template folders found, and each template's globals as one plain dict. Both only
+        # grow: like Jinja's own cache (auto_reload off), a found template stays found.
+        self._found: set[str] = set()
+        self._globals: dict[str, tuple[Template, dict[str, Any]]] = {}
 
     def exists(self, name: str) -> bool:
         """True when a folder `name` with subject.txt and body.txt is on the search path."""
+        if name in self._found:
+            return True
         if not TEMPLATE_NAME.match(name):
             return False
-        return any((p / name / "subject.txt").is_file() and (p / name / "body.txt").is_file()
-                   for p in self.search_path)
+        found = any((p / name / "subject.txt").is_file() and (p / name / "body.txt").is_file()
+                    for p in self.search_path)
+        if found:
+            self._found.add(name)
+        return found
 
     def part(self, name: str, filename: str, context: dict[str, Any]) -> str | None:
         """Render one file of a template folder; None when the (optional) file is absent."""
@@ -71,7 +103,20 @@ class Renderer:
             template = self.env.get_template(f"{name}/{filename}")
         except TemplateNotFound:
             return None
-        return template.render(context)
+        # What Template.render(context) does, minus the cost of merging the template's globals
+        # (a ChainMap, iterated twice per render) into every context: they are flattened once.
+        cached = self._globals.get(template.name or "")
+        if cached is None or cached[0] is not template:
+            cached = (template, dict(template.globals))
+            self._globals[template.name or ""] = cached
+        flat = cached[1]
+        ctx = self.env.context_class(self.env, {**flat, **context}, template.name,
+                                     template.blocks, globals=flat)
+        try:
+            return self.env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+        except Exception:
+            self.env.handle_exception()
+        raise AssertionError("unreachable: handle_exception always raises")
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         """Render subject, text and HTML; any problem raises TemplateProblem naming it."""

@@ -45,6 +45,9 @@ class SendRequest:
     data: dict[str, Any]
     category: Category
     topic: str | None = None
+    # A campaign's test mail: transactional for the gate, rendered as the topic's
+    # promotional mail with "[TEST]" before the subject (see compose.Envelope.test).
+    test: bool = False
 
 
 def new_public_id() -> str:
@@ -81,6 +84,7 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         public_id=public_id, to_address=to_address, address_hash=address_hash,
         category=request.category, template=request.template, data=request.data,
         topic=TopicInfo(topic.id, topic.slug, topic.name) if topic else None,
+        test=request.test,
     ))
     decision = gate.check(address_hash, request.category, topic.id if topic else None,
                           stage=Stage.ACCEPT)
@@ -91,7 +95,7 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         public_id=public_id, category=request.category, topic_id=topic.id if topic else None,
         template=request.template, data=request.data, to_address=to_address,
         address_hash=address_hash, status=MessageStatus.QUEUED, attempts=0, due_at=now,
-        api_key_id=api_key_id, created_at=now, updated_at=now,
+        api_key_id=api_key_id, is_test=request.test, created_at=now, updated_at=now,
     )
     db.session.add(message)
     db.session.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject
 from mailer.extensions import db
@@ -64,13 +64,17 @@ def suppress(
     return row
 
 
+_table = Suppression.__table__
+# Built once: a plain Core select of one column is read on every subscription request, and
+# building and keying the statement again each time cost more than running it.
+_MARKS = select(_table.c.reason).where(
+    _table.c.address_hash == bindparam("address_hash"), _table.c.topic_id.is_(None)
+)
+
+
 def marks(address_hash: str) -> set[Reason]:
     """The address-wide marks (not topic-scoped) on an address."""
-    rows = db.session.scalars(
-        select(Suppression.reason).where(
-            Suppression.address_hash == address_hash, Suppression.topic_id.is_(None)
-        )
-    )
+    rows = db.session.scalars(_MARKS, {"address_hash": address_hash})
     return {Reason(reason) for reason in rows}
 
 

@@ -44,6 +44,7 @@ def upgrade():
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.add_column(sa.Column('campaign_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('is_test', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.create_unique_constraint(batch_op.f('uq_messages_campaign_id_address_hash'), ['campaign_id', 'address_hash'])
         batch_op.create_foreign_key(batch_op.f('fk_messages_campaign_id_campaigns'), 'campaigns', ['campaign_id'], ['id'], ondelete='CASCADE')
 
@@ -55,6 +56,7 @@ def downgrade():
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_messages_campaign_id_campaigns'), type_='foreignkey')
         batch_op.drop_constraint(batch_op.f('uq_messages_campaign_id_address_hash'), type_='unique')
+        batch_op.drop_column('is_test')
         batch_op.drop_column('campaign_id')
 
     op.drop_table('campaigns')

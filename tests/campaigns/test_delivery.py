@@ -181,3 +181,44 @@ def test_a_future_campaign_waits(app, client, auth, smtp, make_topic):
         scheduler.tick("test")
     assert campaign_status(campaign_id) == "scheduled"
     assert smtp.messages == [] and FAST.batch_size
+
+
+def test_a_test_send_looks_like_the_campaign_and_says_test(app, client, auth, smtp, make_topic):
+    import email
+    import email.policy
+
+    make_topic("news", double_opt_in=False)
+    body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS}
+    campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
+    response = client.post(f"/api/v1/campaigns/{campaign_id}/test",
+                           json={"to": "marketer@shop.example"}, headers=auth)
+    assert response.status_code == 202
+    run_worker_until_idle(app, smtp.url)
+    mail = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
+    assert mail["Subject"] == "[TEST] Winter sale"
+    assert mail["List-Unsubscribe"] and app.config["MAILER_POSTAL_ADDRESS"] in (
+        mail.get_body(("plain",)).get_content())
+    stats = client.get(f"/api/v1/campaigns/{campaign_id}", headers=auth).get_json()
+    assert stats["status"] == "draft" and stats["stats"]["recipients"] == 0
+    bad = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"to": "nope"}, headers=auth)
+    assert bad.status_code == 422 and "to" in bad.get_json()["error"]["fields"]
+
+
+def test_unsubscribes_through_a_campaign_mail_are_counted_not_named(app, client, auth, smtp,
+                                                                     make_topic):
+    import email
+    import email.policy
+
+    from werkzeug.test import Client
+
+    make_topic("news", double_opt_in=False)
+    add_subscribers(3)
+    campaign_id = start_campaign(client, auth)
+    run_worker_until_idle(app, smtp.url, until=lambda: campaign_status(campaign_id) == "finished")
+    mail = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
+    link = mail["List-Unsubscribe"].strip("<>").removeprefix("http://127.0.0.1:5000")
+    for _ in range(2):  # the second click changes nothing and counts nothing
+        Client(app).post(link, data="List-Unsubscribe=One-Click",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    stats = client.get(f"/api/v1/campaigns/{campaign_id}", headers=auth).get_json()["stats"]
+    assert stats["unsubscribed"] == 1

@@ -1,0 +1,1 @@
+"""The marketers' console (/admin/): users, topics, templates, campaigns, suppressions."""

@@ -1,0 +1,323 @@
+"""What the console does beyond the domain's own services: its users, and the counts,
+template lists and previews its pages show."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
+from jinja2 import TemplateError, nodes
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from mailer import addresses
+from mailer.admin.models import AdminUser
+from mailer.campaigns.models import Campaign
+from mailer.consent.models import Subscription, SubscriptionState
+from mailer.database import utcnow
+from mailer.errors import Conflict, ValidationFailed
+from mailer.extensions import db
+from mailer.messages.models import Message, MessageStatus
+from mailer.messages.render import TEMPLATE_NAME, Rendered, renderer
+from mailer.suppressions.models import Suppression
+from mailer.topics.models import Topic
+
+MIN_PASSWORD_LENGTH = 12
+# argon2 reads every byte of a password; a bound keeps one request's work bounded.
+MAX_PASSWORD_LENGTH = 1024
+
+# argon2-cffi's defaults: argon2id with RFC 9106's low-memory profile (64 MiB, 3 passes).
+_hasher = PasswordHasher()
+_dummy_hash: str | None = None
+
+
+class UserExists(Conflict):
+    code = "user_exists"
+
+
+# -- users -------------------------------------------------------------------------------------
+
+def check_password(password: str) -> None:
+    """At least 12 characters (and at most 1024); raises ValidationFailed saying which."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.",
+            fields={"password": ["too short"]},
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"The password must be at most {MAX_PASSWORD_LENGTH} characters long.",
+            fields={"password": ["too long"]},
+        )
+
+
+def create_user(email: str, password: str) -> AdminUser:
+    """A console user with a normalized, unique address; raises UserExists or ValidationFailed."""
+    try:
+        normalized = addresses.normalize(email)
+    except addresses.InvalidAddress as exc:
+        raise ValidationFailed(str(exc), fields={"email": [str(exc)]}) from exc
+    check_password(password)
+    taken = UserExists("A console user with that address already exists.")
+    if db.session.scalar(select(AdminUser.id).where(AdminUser.email == normalized)) is not None:
+        raise taken
+    user = AdminUser(email=normalized, password_hash=_hasher.hash(password))
+    try:
+        with db.session.begin_nested():
+            db.session.add(user)
+    except IntegrityError as exc:  # created by someone else in the meantime
+        raise taken from exc
+    return user
+
+
+def _verify_dummy(password: str) -> None:
+    """Spend what a real check costs, so a stranger's address answers as slowly as a user's."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("not a password: the hash of no user")
+    with contextlib.suppress(VerificationError):
+        _hasher.verify(_dummy_hash, password)
+
+
+def authenticate(email: str, password: str) -> AdminUser | None:
+    """The user whose address and password these are, else None (the same for either mistake).
+
+    A hash made with older parameters is replaced on a successful login.
+    """
+    password = password[:MAX_PASSWORD_LENGTH + 1]
+    try:
+        normalized = addresses.normalize(email)
+    except addresses.InvalidAddress:
+        normalized = None
+    user = None
+    if normalized is not None:
+        user = db.session.scalar(select(AdminUser).where(AdminUser.email == normalized))
+    if user is None:
+        _verify_dummy(password)
+        return None
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    user.last_login_at = utcnow()
+    db.session.flush()
+    return user
+
+
+def load_user(user_id: str) -> AdminUser | None:
+    """Flask-Login's user loader: the user of a session, or None once deleted."""
+    try:
+        return db.session.get(AdminUser, int(user_id))
+    except ValueError:
+        return None
+
+
+# -- counts ------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class TopicCounts:
+    slug: str
+    name: str
+    public: bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def subscribed(self) -> int:
+        return self.counts.get(SubscriptionState.SUBSCRIBED, 0)
+
+    @property
+    def pending(self) -> int:
+        return self.counts.get(SubscriptionState.PENDING, 0)
+
+
+def topic_counts() -> list[TopicCounts]:
+    """Every topic with its subscriptions counted by state, in one grouped query."""
+    rows = db.session.execute(
+        select(Topic.slug, Topic.name, Topic.public, Subscription.state,
+               func.count(Subscription.id))
+        .outerjoin(Subscription, Subscription.topic_id == Topic.id)
+        .group_by(Topic.id, Topic.slug, Topic.name, Topic.public, Subscription.state)
+        .order_by(Topic.slug)
+    ).all()
+    topics: dict[str, TopicCounts] = {}
+    for slug, name, public, state, count in rows:
+        topic = topics.setdefault(slug, TopicCounts(slug, name, public))
+        if state is not None:
+            topic.counts[state] = count
+    return list(topics.values())
+
+
+FINAL_STATUSES = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
+                  MessageStatus.CANCELLED)
+
+
+def progress_of(counts: dict[str, int]) -> dict[str, int]:
+    """`done` (messages with a final outcome) and the percent of the recipients it makes."""
+    done = sum(counts.get(status, 0) for status in FINAL_STATUSES)
+    recipients = counts.get("recipients", 0)
+    percent = min(100, done * 100 // recipients) if recipients else 0
+    return {"done": done, "percent": percent}
+
+
+def campaign_counts(campaigns: list[Campaign]) -> dict[int, dict[str, int]]:
+    """Each campaign's message counts by status (as campaigns.services.stats), in one query."""
+    ids = [campaign.id for campaign in campaigns]
+    result = {campaign.id: {status.value: 0 for status in MessageStatus} for campaign in campaigns}
+    if ids:
+        rows = db.session.execute(
+            select(Message.campaign_id, Message.status, func.count())
+            .where(Message.campaign_id.in_(ids))
+            .group_by(Message.campaign_id, Message.status)
+        ).all()
+        for campaign_id, status, count in rows:
+            result[campaign_id][status] = count
+    for campaign in campaigns:
+        counts = result[campaign.id]
+        counts["recipients"] = campaign.recipients
+        counts["unsubscribed"] = campaign.unsubscribed
+        counts.update(progress_of(counts))
+    return result
+
+
+# -- suppressions ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    reason: str
+    scope: str
+    topic: str | None
+    created_at: dt.datetime
+
+
+def describe_marks(rows: list[Suppression]) -> list[Mark]:
+    """Suppression rows as the page shows them, with the topic's name instead of its id."""
+    topic_ids = {row.topic_id for row in rows if row.topic_id is not None}
+    names = dict(db.session.execute(
+        select(Topic.id, Topic.name).where(Topic.id.in_(topic_ids))
+    ).all()) if topic_ids else {}
+    return [Mark(row.reason, row.scope,
+                 names.get(row.topic_id) if row.topic_id is not None else None, row.created_at)
+            for row in rows]
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+def template_names() -> list[str]:
+    """The sendable templates on the search path: folders with subject.txt and body.txt.
+
+    Folders starting with "_" are parts of other mails (the footers) and are left out.
+    """
+    names: set[str] = set()
+    for folder in renderer().search_path:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if (entry.name.startswith("_") or not TEMPLATE_NAME.match(entry.name)
+                    or not (entry / "subject.txt").is_file()
+                    or not (entry / "body.txt").is_file()):
+                continue
+            names.add(entry.name)
+    return sorted(names)
+
+
+# Variables the service puts into the context of a mail; a sample leaves them out and a
+# preview fills them with examples.
+SERVICE_VARIABLES = ("brand_name", "unsubscribe_url", "preferences_url", "postal_address",
+                     "topic_name")
+TEMPLATE_PARTS = ("subject.txt", "body.txt", "body.html")
+
+
+def _parsed_parts(name: str) -> list[nodes.Template]:
+    env = renderer().env
+    parsed = []
+    for part in TEMPLATE_PARTS:
+        try:
+            source, _filename, _uptodate = env.loader.get_source(env, f"{name}/{part}")
+            parsed.append(env.parse(source))
+        except TemplateError:
+            continue
+    return parsed
+
+
+def sample_data(name: str) -> dict[str, Any]:
+    """Example data for a template: each variable it reads, as a placeholder to edit.
+
+    A variable a `{% for %}` walks over gets an empty list, so the first preview renders.
+    """
+    from jinja2 import meta
+
+    env = renderer().env
+    variables: set[str] = set()
+    iterated: set[str] = set()
+    for tree in _parsed_parts(name):
+        variables |= meta.find_undeclared_variables(tree)
+        for loop in tree.find_all(nodes.For):
+            iterated |= {node.name for node in loop.iter.find_all(nodes.Name)}
+            if isinstance(loop.iter, nodes.Name):
+                iterated.add(loop.iter.name)
+    variables -= set(SERVICE_VARIABLES) | set(env.globals)
+    return {var: [] if var in iterated else f"Sample {var.replace('_', ' ')}"
+            for var in sorted(variables)}
+
+
+def example_service_values() -> dict[str, str]:
+    """Examples for what the service adds to a promotional mail's context."""
+    config = current_app.config
+    base_url = config["MAILER_BASE_URL"]
+    return {
+        "brand_name": config.get("MAILER_BRAND_NAME", "mailer"),
+        "unsubscribe_url": f"{base_url}/unsubscribe/EXAMPLE",
+        "preferences_url": f"{base_url}/preferences/EXAMPLE",
+        "postal_address": config.get("MAILER_POSTAL_ADDRESS") or "(MAILER_POSTAL_ADDRESS)",
+        "topic_name": "Example topic",
+    }
+
+
+def preview_template(name: str, data: dict[str, Any]) -> Rendered:
+    """The template rendered with `data` over example service values; TemplateProblem if not."""
+    return renderer().render(name, {**example_service_values(), **data})
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+# -- time zones --------------------------------------------------------------------------------
+
+@cache
+def time_zone_names() -> tuple[str, ...]:
+    """The IANA zone names this system knows, sorted (read once)."""
+    return tuple(sorted(available_timezones()))
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(time_zone_names())
+
+
+def aware(local: dt.datetime, zone_name: str) -> dt.datetime:
+    """A wall-clock time in a zone as an aware datetime; a time a DST jump skips is refused.
+
+    An hour that occurs twice (the autumn change) is taken the first time (fold=0).
+    """
+    if zone_name not in _known_zones():
+        raise ValidationFailed(f"Unknown time zone: {zone_name}",
+                               fields={"timezone": ["unknown time zone"]})
+    zone = ZoneInfo(zone_name)
+    moment = local.replace(tzinfo=zone)
+    if moment.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) != local:
+        raise ValidationFailed(
+            f"{local:%Y-%m-%d %H:%M} does not exist in {zone_name} (the clocks skip it).",
+            fields={"send_at": ["skipped by a daylight-saving change"]},
+        )
+    return moment

@@ -1,0 +1,117 @@
+"""Concurrent POST /api/v1/contacts for one new address: one contact, every answer 201 or 200.
+
+Each request runs in a thread of its own with its own test client, so each has its own
+application context, database session and connection, as under gunicorn. Runs on SQLite and
+on PostgreSQL (MAILER_TEST_DATABASE_URL) alike.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.consent.models import ConsentEvent, Subscription
+from mailer.contacts import services as contacts_services
+from mailer.contacts.models import Contact
+from mailer.extensions import db
+
+CONTACTS = "/api/v1/contacts"
+
+
+def post_at_once(app, auth, bodies: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    """POST every body from a thread of its own, all released together; (status, JSON) each."""
+    start = threading.Barrier(len(bodies), timeout=30)
+    results: list[tuple[int, Any] | BaseException | None] = [None] * len(bodies)
+
+    def run(index: int, body: dict[str, Any]) -> None:
+        try:
+            client = app.test_client()
+            start.wait()
+            response = client.post(CONTACTS, json=body, headers=auth)
+            results[index] = (response.status_code, response.get_json())
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, body)) for i, body in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a request never finished"
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+@pytest.fixture
+def both_look_before_either_creates(monkeypatch):
+    """Hold each request right after its first lookup found no contact until the other one
+    has looked too: both then create the same address, the race a plain run only sometimes
+    hits."""
+    seen_nothing = threading.Barrier(2, timeout=10)
+    original = contacts_services._lookup
+    local = threading.local()
+
+    def lookup(email: str):
+        found = original(email)
+        if not getattr(local, "looked", False):
+            local.looked = True
+            if found is None:
+                seen_nothing.wait()
+        return found
+
+    monkeypatch.setattr(contacts_services, "_lookup", lookup)
+
+
+def counts(email: str) -> tuple[int, int, int]:
+    db.session.rollback()  # a fresh snapshot: the requests committed in other sessions
+    contacts = db.session.scalar(select(func.count()).select_from(Contact)
+                                 .where(Contact.email == email))
+    subscriptions = db.session.scalar(
+        select(func.count()).select_from(Subscription).join(Contact)
+        .where(Contact.email == email))
+    events = db.session.scalar(
+        select(func.count()).select_from(ConsentEvent).join(Contact)
+        .where(Contact.email == email, ConsentEvent.subject == "topic"))
+    return contacts, subscriptions, events
+
+
+def test_two_creates_of_one_new_address_race_and_both_succeed(
+    app, auth, make_topic, both_look_before_either_creates
+):
+    make_topic("news", double_opt_in=False)
+    body = {"email": "Ann@Example.com", "topics": ["news"], "source": "checkout",
+            "attributes": {"country": "DE"}}
+    results = post_at_once(app, auth, [body, {**body, "attributes": {"plan": "gold"}}])
+    assert sorted(status for status, _ in results) == [200, 201], results
+    for _status, answer in results:
+        assert answer["email"] == "ann@example.com"
+        assert answer["subscriptions"] == {"news": "subscribed"}
+    # The loser continued as an update of the winner's contact: both attributes are kept.
+    assert max((answer for _s, answer in results), key=lambda a: len(a["attributes"]))[
+        "attributes"] == {"country": "DE", "plan": "gold"}
+    assert counts("ann@example.com") == (1, 1, 1)
+
+
+def test_a_double_opt_in_race_leaves_one_pending_subscription(
+    app, auth, make_topic, both_look_before_either_creates
+):
+    make_topic("news", double_opt_in=True)
+    body = {"email": "ann@example.com", "topics": ["news"]}
+    results = post_at_once(app, auth, [body, body])
+    assert sorted(status for status, _ in results) == [200, 201], results
+    assert all(answer["subscriptions"] == {"news": "pending"} for _s, answer in results)
+    assert counts("ann@example.com") == (1, 1, 1)
+
+
+def test_many_simultaneous_creates_of_one_address_make_one_contact(app, auth, make_topic):
+    make_topic("news", double_opt_in=False)
+    body = {"email": "bob@example.com", "topics": ["news"]}
+    results = post_at_once(app, auth, [body] * 6)
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 5 + [201], results
+    assert counts("bob@example.com") == (1, 1, 1)
