@@ -2,10 +2,21 @@
 --
 -- Usage (api_throughput.py runs it):
 --   wrk -t1 -c2 -d2s -s bench/api_throughput.lua http://127.0.0.1:PORT -- MODE RUN_ID [KEY] [TOPIC]
---   MODE "healthz":  GET /healthz, the same request every time.
---   MODE "contacts": POST /api/v1/contacts, each request a NEW address
---                    bench-<RUN_ID>-<thread>-<n>@example.com subscribing to TOPIC,
---                    with two attributes.
+--       [TOKENS_FILE SUBSCRIBERS FIRST THREADS]
+--   MODE "healthz":     GET /healthz, the same request every time.
+--   MODE "contacts":    POST /api/v1/contacts, each request a NEW address
+--                       bench-<RUN_ID>-<thread>-<n>@example.com subscribing to TOPIC,
+--                       with two attributes.
+--   MODE "messages":    POST /api/v1/messages, a transactional "receipt" mail, each request
+--                       to a NEW address bench-<RUN_ID>-<thread>-<n>@example.com.
+--   MODE "promotional": POST /api/v1/messages, a promotional "newsletter" mail of TOPIC to
+--                       one of the SUBSCRIBERS pre-created subscribers bench-sub-<i>@example.com
+--                       (cycling over the upper half of them, which one-click runs reach last).
+--   MODE "unsubscribe": the RFC 8058 one-click POST /unsubscribe/<token>, body
+--                       List-Unsubscribe=One-Click (form-encoded), no cookie; the tokens are
+--                       the lines of TOKENS_FILE, used from line FIRST + 1 on (0-based FIRST),
+--                       THREADS wrk threads taking every THREADS-th one, starting over at the
+--                       end of the file.
 -- done() prints one line "BENCH_RESULT {json}" that api_throughput.py parses:
 -- requests, duration (us), socket errors, per-status counts, latency percentiles (us), and a
 -- finer list of [percentile, us] points so that several runs can be merged.
@@ -22,39 +33,96 @@ end
 
 local counter = 0
 local fixed_request = nil
+local tokens = nil
+local subscribers, first, stride = 0, 0, 1
 -- A global (not local): done() reads it from each thread with thread:get().
 statuses = {}
+
+local MODES = {healthz = true, contacts = true, messages = true, promotional = true,
+               unsubscribe = true}
 
 function init(args)
   mode = args[1] or "healthz"
   run_id = args[2] or "0"
   api_key = args[3] or ""
   topic = args[4] or "bench"
+  if not MODES[mode] then
+    error("unknown mode " .. mode)
+  end
   if mode == "healthz" then
     fixed_request = wrk.format("GET", "/healthz")
-  elseif mode ~= "contacts" then
-    error("unknown mode " .. mode)
+  elseif mode == "unsubscribe" or mode == "promotional" then
+    subscribers = tonumber(args[6]) or 0
+    first = tonumber(args[7]) or 0
+    stride = tonumber(args[8]) or 1
+    if subscribers < 1 then
+      error(mode .. " needs the number of pre-created subscribers")
+    end
+    if mode == "unsubscribe" then
+      tokens = {}
+      for line in io.lines(args[5]) do
+        if line ~= "" then
+          tokens[#tokens + 1] = line
+        end
+      end
+      if #tokens == 0 then
+        error("no tokens in " .. tostring(args[5]))
+      end
+    end
   end
 end
 
-local contact_headers = nil
+local json_headers = nil
+local form_headers = {["Content-Type"] = "application/x-www-form-urlencoded"}
+
+-- The n-th request of this thread (from 0) among all threads' requests.
+local function sequence()
+  local n = first + (tid - 1) + counter * stride
+  counter = counter + 1
+  return n
+end
 
 function request()
   if fixed_request then
     return fixed_request
   end
-  if contact_headers == nil then
-    contact_headers = {
+  if mode == "unsubscribe" then
+    -- No Authorization, no cookie: what a mail provider sends.
+    local token = tokens[(sequence() % #tokens) + 1]
+    return wrk.format("POST", "/unsubscribe/" .. token, form_headers,
+                      "List-Unsubscribe=One-Click")
+  end
+  if json_headers == nil then
+    json_headers = {
       ["Content-Type"] = "application/json",
       ["Authorization"] = "Bearer " .. api_key,
     }
   end
-  counter = counter + 1
-  local body = string.format(
-    '{"email":"bench-%s-%d-%d@example.com","topics":["%s"],"source":"bench",'
-      .. '"attributes":{"country":"DE","plan":"p%d"}}',
-    run_id, tid, counter, topic, counter % 5)
-  return wrk.format("POST", "/api/v1/contacts", contact_headers, body)
+  local body
+  if mode == "contacts" then
+    counter = counter + 1
+    body = string.format(
+      '{"email":"bench-%s-%d-%d@example.com","topics":["%s"],"source":"bench",'
+        .. '"attributes":{"country":"DE","plan":"p%d"}}',
+      run_id, tid, counter, topic, counter % 5)
+    return wrk.format("POST", "/api/v1/contacts", json_headers, body)
+  elseif mode == "messages" then
+    counter = counter + 1
+    body = string.format(
+      '{"to":"bench-%s-%d-%d@example.com","template":"receipt","category":"transactional",'
+        .. '"data":{"order_number":"B-%d","total":"\\u20ac61.50","items":['
+        .. '{"qty":1,"name":"Guitar strings","price":"\\u20ac12.50"},'
+        .. '{"qty":2,"name":"Capo","price":"\\u20ac24.50"}]}}',
+      run_id, tid, counter, counter)
+  else -- promotional
+    local base = math.floor(subscribers / 2)
+    local span = math.max(subscribers - base, 1)
+    body = string.format(
+      '{"to":"bench-sub-%d@example.com","template":"newsletter","category":"promotional",'
+        .. '"topic":"%s","data":{"headline":"Spring sale","intro":"Strings half price."}}',
+      base + (sequence() % span), topic)
+  end
+  return wrk.format("POST", "/api/v1/messages", json_headers, body)
 end
 
 function response(status, headers, body)

@@ -1,5 +1,17 @@
 #!/usr/bin/env python3
-"""Throughput and latency of POST /api/v1/contacts against GET /healthz, on SQLite and PostgreSQL.
+"""Throughput and latency of the API's busiest requests against GET /healthz, on SQLite and
+PostgreSQL.
+
+Endpoints (``--endpoint``, default ``all`` = contacts, messages, unsubscribe):
+
+- ``contacts``: POST /api/v1/contacts, every request a new address;
+- ``messages``: POST /api/v1/messages, a transactional ``receipt`` mail to a new address
+  each time (rendered at accept, through the consent gate, into the outbox);
+- ``unsubscribe``: the RFC 8058 one-click POST /unsubscribe/<token>
+  (``List-Unsubscribe=One-Click``, form-encoded, no cookie), each request with the token of
+  another pre-created subscriber;
+- ``promotional`` (not in ``all``): POST /api/v1/messages, a promotional ``newsletter`` mail
+  to one of the pre-created subscribers.
 
 For each database (``--database sqlite|postgres|both``) this script:
 
@@ -8,15 +20,16 @@ For each database (``--database sqlite|postgres|both``) this script:
    at the end) made through psycopg on the ``postgres`` maintenance database;
 2. migrates it (``flask --app wsgi db upgrade``), creates an API key
    (``flask --app wsgi mailer create-api-key``);
-3. starts gunicorn (``wsgi:app``) on 127.0.0.1 on a free port, and creates a topic
-   without double opt-in through ``POST /api/v1/topics``;
-4. warms up both endpoints, then runs wrk at a fixed concurrency for ``--duration``
-   seconds per endpoint, split into ``--rounds`` runs that alternate between
-   ``GET /healthz`` and ``POST /api/v1/contacts`` so that both endpoints see the same
-   machine (every contact request a new address, one topic, two attributes; see
-   api_throughput.lua);
-5. prints requests/s, p50/p99 latency and the non-2xx count of each endpoint and
-   the ratio contacts/healthz; the summary table comes last.
+3. starts gunicorn (``wsgi:app``) on 127.0.0.1 on a free port, creates a topic
+   without double opt-in through ``POST /api/v1/topics`` and, for ``unsubscribe`` and
+   ``promotional``, ``--subscribers`` subscribers of it directly in the database (with
+   their unsubscribe tokens, made by ``mailer.messages.compose.unsubscribe_token``);
+4. for each endpoint: warms it and ``GET /healthz`` up, then runs wrk at a fixed
+   concurrency for ``--duration`` seconds per endpoint, split into ``--rounds`` runs that
+   alternate between ``GET /healthz`` and the endpoint so that both see the same machine
+   (see api_throughput.lua);
+5. prints requests/s, p50/p99 latency and the non-2xx count of each endpoint and of its
+   healthz rounds, and the ratio endpoint/healthz; the summary table comes last.
 
 gunicorn is stopped, and the scratch database and temporary files removed, at the
 end, also on error or Ctrl-C. All traffic stays on 127.0.0.1; every load run is
@@ -24,7 +37,7 @@ bounded by its duration.
 
 Run it with the project's venv from the repository root:
 
-    .venv/bin/python bench/api_throughput.py [--database both] [--duration 10]
+    .venv/bin/python bench/api_throughput.py [--database both] [--endpoint all] [--duration 10]
 
 Needs wrk (Debian: ``apt-get install -y wrk``) and, for PostgreSQL, a server on
 127.0.0.1:5432 that lets ``postgres`` create databases (``--pg-url`` to change).
@@ -60,9 +73,29 @@ HOST = "127.0.0.1"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 TOPIC_SLUG = "bench"
 
-# The goals this benchmark checks (see bench/README.md).
-GOAL_RATIO = 0.4
-GOAL_CONTACTS_P99_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint under test: its wrk mode (api_throughput.lua) and its goals."""
+
+    name: str
+    label: str
+    goal_ratio: float | None = None  # endpoint req/s over healthz req/s, at least
+    goal_p99_ms: float | None = None  # the endpoint's p99 latency, at most
+
+
+# The goals this benchmark checks (see bench/README.md); runs in this order.
+ENDPOINTS = {
+    "contacts": Endpoint("contacts", "POST /api/v1/contacts", 0.4, 20.0),
+    "messages": Endpoint("messages", "POST /api/v1/messages", 0.4, 20.0),
+    "promotional": Endpoint("promotional", "POST /api/v1/messages promo"),
+    "unsubscribe": Endpoint("unsubscribe", "POST /unsubscribe/<token>", 0.5),
+}
+ALL = ("contacts", "messages", "unsubscribe")
+# Kept for callers of the first version of this script.
+GOAL_RATIO = ENDPOINTS["contacts"].goal_ratio
+GOAL_CONTACTS_P99_MS = ENDPOINTS["contacts"].goal_p99_ms
 
 WRK_INSTALL_HINT = (
     "wrk is not installed. Install it with:\n"
@@ -82,11 +115,20 @@ class BenchError(RuntimeError):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
-            "POST /api/v1/contacts vs GET /healthz under one gunicorn config, "
+            "The API's busiest requests vs GET /healthz under one gunicorn config, "
             "on SQLite and/or PostgreSQL."
         )
     )
     parser.add_argument("--database", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--endpoint", type=endpoint_list, default=list(ALL),
+                        metavar="|".join([*ENDPOINTS, "all"]),
+                        help="what to measure, each against GET /healthz: one name, several "
+                             "separated by commas, or all (contacts, messages, unsubscribe; "
+                             "the default)")
+    parser.add_argument("--subscribers", type=int, default=20_000,
+                        help="subscribers created directly in the database for unsubscribe "
+                             "and promotional (default 20000); one-click requests use each "
+                             "one's token once, then start over (repeats unsubscribe nobody)")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="seconds of measured load per endpoint (default 10)")
     parser.add_argument("--rounds", type=int, default=5,
@@ -116,12 +158,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write the results as JSON to this file "
                              "(bench/results/ is git-ignored)")
     parser.add_argument("--py-spy", dest="py_spy", type=Path, default=None, metavar="DIR",
-                        help="after measuring, record each gunicorn worker with py-spy "
-                             "during an extra, unmeasured contacts run, as flame graphs "
-                             "DIR/<database>-contacts-<pid>.svg (py-spy must be installed: "
-                             ".venv/bin/pip install py-spy)")
+                        help="after measuring each endpoint, record each gunicorn worker "
+                             "with py-spy during an extra, unmeasured run of it, as flame "
+                             "graphs DIR/<database>-<endpoint>-<pid>.svg (py-spy must be "
+                             "installed: .venv/bin/pip install py-spy)")
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a goal is missed (ratio >= 0.4, contacts p99 <= 20 ms)")
+                        help="exit 1 when a goal is missed (see bench/README.md)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be > 0 and --warmup >= 0")
@@ -133,6 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--connections and --wrk-threads must be >= 1, connections >= threads")
     if args.workers < 1 or args.threads < 1:
         parser.error("--workers and --threads must be >= 1")
+    if not 1 <= args.subscribers <= 1_000_000:
+        parser.error("--subscribers must be between 1 and 1000000")
     if args.worker_class is None:
         args.worker_class = "gthread" if args.threads > 1 else "sync"
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", args.pg_database) or (
@@ -144,6 +188,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if host not in LOOPBACK_HOSTS:
         parser.error("--pg-url must point at this machine (127.0.0.1, localhost or ::1)")
     return args
+
+
+def endpoint_list(text: str) -> list[str]:
+    """`--endpoint`: names separated by commas, or `all`; returned in the running order."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if "all" in names:
+        names = (names - {"all"}) | set(ALL)
+    unknown = sorted(names - set(ENDPOINTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown endpoint {', '.join(unknown) or text!r}; choose from "
+            f"{', '.join([*ENDPOINTS, 'all'])}")
+    return [name for name in ENDPOINTS if name in names]
 
 
 def py_spy_path() -> str | None:
@@ -181,9 +238,13 @@ def run(cmd: list[str], env: dict[str, str], timeout: float, what: str) -> str:
 
 
 def http(method: str, url: str, *, body: Any = None, key: str | None = None,
-         timeout: float = 10.0) -> tuple[int, str]:
+         timeout: float = 10.0, form: str | None = None) -> tuple[int, str]:
+    """One request; `body` goes as JSON, `form` as an already encoded form."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
+    if form is not None:
+        data = form.encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
@@ -423,16 +484,35 @@ class Round:
     command: str
 
 
+@dataclass
+class Subscribers:
+    """The pre-created subscribers: how many, their unsubscribe tokens (one a line, in the
+    order of their numbers), and the next token a one-click run starts from."""
+
+    count: int
+    tokens: Path
+    next_token: int = 0
+    wrapped: bool = False
+
+
 def wrk(server: Server, mode: str, seconds: float, args: argparse.Namespace, key: str,
-        run_id: str, db_pids: list[int] | None = None) -> Round:
+        run_id: str, db_pids: list[int] | None = None,
+        subscribers: Subscribers | None = None) -> Round:
     """One wrk run of `seconds` (whole seconds, at least 1) against one endpoint.
 
-    `run_id` must be new for every contacts run: the script numbers addresses from 1 each time.
+    `run_id` must be new for every contacts and messages run: the script numbers addresses
+    from 1 each time. An unsubscribe run starts at `subscribers.next_token` and moves it on.
     """
     duration = max(1, round(seconds))
+    extra: list[str] = []
+    if mode in ("unsubscribe", "promotional"):
+        if subscribers is None:
+            raise BenchError(f"{mode} needs the pre-created subscribers")
+        extra = [str(subscribers.tokens), str(subscribers.count),
+                 str(subscribers.next_token), str(args.wrk_threads)]
     cmd = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{duration}s",
            "--timeout", "5s", "-s", str(LUA_SCRIPT), server.base, "--", mode, run_id, key,
-           TOPIC_SLUG]
+           TOPIC_SLUG, *extra]
     workers = children_of(server.process.pid)
     app0, db0 = process_cpu_seconds(workers), process_cpu_seconds(db_pids or [])
     busy0, total0 = cpu_times()
@@ -447,6 +527,12 @@ def wrk(server: Server, mode: str, seconds: float, args: argparse.Namespace, key
     if done.returncode != 0 or line is None:
         raise BenchError(f"wrk failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
     data = json.loads(line.split(" ", 1)[1])
+    if mode == "unsubscribe" and subscribers is not None:
+        # Requests still in flight when wrk stopped took a token too.
+        subscribers.next_token += int(data["requests"]) + args.connections
+        if subscribers.next_token >= subscribers.count:
+            subscribers.wrapped = True
+            subscribers.next_token %= subscribers.count
     return Round(
         requests=int(data["requests"]),
         seconds=data["duration_us"] / 1e6,
@@ -458,7 +544,8 @@ def wrk(server: Server, mode: str, seconds: float, args: argparse.Namespace, key
         total=total1 - total0,
         app_cpu_s=app1 - app0,
         db_cpu_s=db1 - db0,
-        command=shlex.join([*cmd[:-2], "<key>", cmd[-1]]),
+        command=shlex.join([*cmd[:cmd.index("--") + 3], "<key>",
+                            *cmd[cmd.index("--") + 4:]]),
     )
 
 
@@ -530,41 +617,200 @@ def combine(endpoint: str, rounds: list[Round], with_db: bool) -> LoadResult:
 
 
 @dataclass
-class DatabaseResult:
-    database: str
+class Pair:
+    """One endpoint's figures and those of the healthz rounds run between its own."""
+
+    endpoint: Endpoint
     healthz: LoadResult
-    contacts: LoadResult
-    notes: list[str] = field(default_factory=list)
+    load: LoadResult
 
     @property
     def ratio(self) -> float:
-        return self.contacts.rps / self.healthz.rps if self.healthz.rps else 0.0
+        return self.load.rps / self.healthz.rps if self.healthz.rps else 0.0
 
     @property
     def meets_goals(self) -> bool:
-        return (self.ratio >= GOAL_RATIO
-                and self.contacts.latency_ms["p99"] <= GOAL_CONTACTS_P99_MS
-                and self.contacts.errors == 0 and self.healthz.errors == 0)
+        goal = self.endpoint
+        return ((goal.goal_ratio is None or self.ratio >= goal.goal_ratio)
+                and (goal.goal_p99_ms is None
+                     or self.load.latency_ms["p99"] <= goal.goal_p99_ms)
+                and self.load.errors == 0 and self.healthz.errors == 0)
+
+
+@dataclass
+class DatabaseResult:
+    database: str
+    pairs: list[Pair]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def meets_goals(self) -> bool:
+        return all(pair.meets_goals for pair in self.pairs)
+
+
+def bench_env(url: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "MAILER_DATABASE_URL": url,
+        "MAILER_SECRET_KEYS": secrets.token_urlsafe(32),
+        "MAILER_ENV": "production",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.pop("MAILER_ADDRESS_HASH_KEY", None)
+    # Mail needs a sender and, when promotional, a postal address.
+    env.setdefault("MAILER_FROM", "Bench Shop <bench@example.com>")
+    env.setdefault("MAILER_POSTAL_ADDRESS", "1 Benchmark Street, 10115 Berlin")
+    return env
+
+
+RECEIPT = {"order_number": "B-1", "total": "€61.50",
+           "items": [{"qty": 1, "name": "Guitar strings", "price": "€12.50"},
+                     {"qty": 2, "name": "Capo", "price": "€24.50"}]}
+NEWSLETTER = {"headline": "Spring sale", "intro": "Strings half price this week."}
+
+
+def probe(kind: str, server: Server, key: str, name: str,
+          subscribers: Subscribers | None) -> None:
+    """One request of the endpoint before any load: it must answer as the load expects."""
+    if name == "contacts":
+        status, body = http("POST", f"{server.base}/api/v1/contacts", key=key,
+                            body={"email": "bench-probe@example.com", "topics": [TOPIC_SLUG],
+                                  "source": "bench",
+                                  "attributes": {"country": "DE", "plan": "p0"}})
+        ok = status == 201 and '"subscribed"' in body
+    elif name == "messages":
+        status, body = http("POST", f"{server.base}/api/v1/messages", key=key,
+                            body={"to": "bench-probe@example.com", "template": "receipt",
+                                  "category": "transactional", "data": RECEIPT})
+        ok = status == 202 and '"queued"' in body
+    elif name == "promotional":
+        assert subscribers is not None
+        status, body = http("POST", f"{server.base}/api/v1/messages", key=key,
+                            body={"to": f"bench-sub-{subscribers.count - 1}@example.com",
+                                  "template": "newsletter", "category": "promotional",
+                                  "topic": TOPIC_SLUG, "data": NEWSLETTER})
+        ok = status == 202 and '"queued"' in body
+    else:
+        # The first subscriber's token, form-encoded as mail providers send it; the load
+        # goes on from the second.
+        assert subscribers is not None
+        with subscribers.tokens.open() as lines:
+            token = lines.readline().strip()
+        status, body = http("POST", f"{server.base}/unsubscribe/{token}",
+                            form="List-Unsubscribe=One-Click")
+        ok = status == 200
+        subscribers.next_token = 1
+    if not ok:
+        raise BenchError(f"[{kind}] probe of {ENDPOINTS[name].label} answered {status}: "
+                         f"{body[:500]}")
+
+
+def seed_subscribers(env: dict[str, str], workdir: Path, count: int) -> Subscribers:
+    """Create `count` subscribers of the bench topic directly in the database (in another
+    process, with the app's own models) and write their unsubscribe tokens to a file."""
+    tokens = workdir / "unsubscribe-tokens.txt"
+    code = ("import sys; sys.path.insert(0, 'bench'); import api_throughput; "
+            "api_throughput.create_subscribers(int(sys.argv[1]), sys.argv[2], sys.argv[3])")
+    run([sys.executable, "-c", code, str(count), TOPIC_SLUG, str(tokens)], env, 900,
+        "creating the subscribers")
+    return Subscribers(count, tokens)
+
+
+def create_subscribers(count: int, topic_slug: str, tokens_path: str) -> None:
+    """In a process of its own (seed_subscribers): contacts bench-sub-<n>@example.com for n
+    below `count`, each subscribed to the topic with its consent event, as an import would
+    leave them; their unsubscribe tokens, one a line, go to `tokens_path`."""
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy import insert, literal, select
+
+    from mailer import addresses, create_app
+    from mailer.consent.models import ConsentEvent, Subscription
+    from mailer.contacts.models import Contact
+    from mailer.database import utcnow
+    from mailer.extensions import db
+    from mailer.messages.compose import unsubscribe_token
+    from mailer.topics.models import Topic
+
+    app = create_app()
+    with app.app_context():
+        topic_id = db.session.scalar(select(Topic.id).where(Topic.slug == topic_slug))
+        if topic_id is None:
+            raise SystemExit(f"no topic {topic_slug!r}")
+        now = utcnow()
+        contacts = Contact.__table__
+        hashes = []
+        for start in range(0, count, 2000):
+            rows = []
+            for n in range(start, min(start + 2000, count)):
+                email = f"bench-sub-{n}@example.com"
+                hashes.append(addresses.keyed_hash(email))
+                rows.append({"email": email, "address_hash": hashes[-1], "attributes": {},
+                             "source": "bench", "partner_sharing": False,
+                             "created_at": now, "updated_at": now})
+            db.session.execute(insert(contacts), rows)
+        seeded = contacts.c.email.like("bench-sub-%@example.com")
+        created_at = contacts.c.created_at
+        db.session.execute(insert(Subscription.__table__).from_select(
+            ["contact_id", "topic_id", "state", "created_at", "updated_at"],
+            select(contacts.c.id, literal(topic_id), literal("subscribed"), created_at,
+                   created_at).where(seeded)))
+        db.session.execute(insert(ConsentEvent.__table__).from_select(
+            ["contact_id", "address_hash", "subject", "topic_id", "state", "source", "note",
+             "created_at"],
+            select(contacts.c.id, contacts.c.address_hash, literal("topic"), literal(topic_id),
+                   literal("subscribed"), literal("import"), literal("bench"),
+                   created_at).where(seeded)))
+        db.session.commit()
+        with open(tokens_path, "w") as out:
+            for address_hash in hashes:
+                out.write(unsubscribe_token(address_hash, topic_id) + "\n")
+        db.engine.dispose()
+
+
+def bench_endpoint(kind: str, args: argparse.Namespace, server: Server, key: str,
+                   name: str, subscribers: Subscribers | None,
+                   db_pids: list[int] | None) -> Pair:
+    endpoint = ENDPOINTS[name]
+    run_tag = secrets.token_hex(3)
+    if args.warmup > 0:
+        print(f"[{kind}] {name}: warm-up {args.warmup:g} s of healthz and of {endpoint.label}",
+              flush=True)
+        wrk(server, "healthz", args.warmup, args, key, f"w{run_tag}")
+        wrk(server, name, args.warmup, args, key, f"w{run_tag}", subscribers=subscribers)
+    slice_s = max(1, round(args.duration / args.rounds))
+    print(f"[{kind}] {name}: measuring {args.rounds} x {slice_s} s each, alternating healthz "
+          f"and {endpoint.label}", flush=True)
+    healthz_rounds: list[Round] = []
+    rounds: list[Round] = []
+    for i in range(args.rounds):
+        healthz_rounds.append(wrk(server, "healthz", slice_s, args, key, f"m{run_tag}r{i}",
+                                  db_pids))
+        rounds.append(wrk(server, name, slice_s, args, key, f"m{run_tag}r{i}", db_pids,
+                          subscribers))
+    healthz = combine(f"GET /healthz ({name})", healthz_rounds, kind == "postgres")
+    load = combine(endpoint.label, rounds, kind == "postgres")
+    print_detail(kind, healthz)
+    print_detail(kind, load)
+    if args.py_spy is not None:
+        # A separate, unmeasured run: profiling must not touch the figures.
+        spies = start_py_spy(args, kind, name, server, slice_s * args.rounds)
+        try:
+            wrk(server, name, slice_s * args.rounds, args, key, f"p{run_tag}",
+                subscribers=subscribers)
+        finally:
+            finish_py_spy(spies)
+    return Pair(endpoint, healthz, load)
 
 
 def bench_database(kind: str, args: argparse.Namespace) -> DatabaseResult:
     notes: list[str] = []
+    pairs: list[Pair] = []
     with tempfile.TemporaryDirectory(prefix=f"mailer-bench-{kind}-") as tmp:
         workdir = Path(tmp)
         database = (sqlite_database(workdir) if kind == "sqlite"
                     else postgres_database(args.pg_url, args.pg_database))
         with database as url:
-            env = {
-                **os.environ,
-                "MAILER_DATABASE_URL": url,
-                "MAILER_SECRET_KEYS": secrets.token_urlsafe(32),
-                "MAILER_ENV": "production",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-            env.pop("MAILER_ADDRESS_HASH_KEY", None)
-            # Harmless placeholders, in case production settings come to require them.
-            env.setdefault("MAILER_FROM", "bench@example.com")
-            env.setdefault("MAILER_POSTAL_ADDRESS", "1 Benchmark Street, 10115 Berlin")
+            env = bench_env(url)
             print(f"[{kind}] database {redact(url)}: migrating", flush=True)
             flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
             run([*flask, "db", "upgrade"], env, 180, "flask db upgrade")
@@ -578,17 +824,13 @@ def bench_database(kind: str, args: argparse.Namespace) -> DatabaseResult:
                                           "double_opt_in": False})
                 if status != 201:
                     raise BenchError(f"POST /api/v1/topics answered {status}: {body}")
-                status, body = http("POST", f"{server.base}/api/v1/contacts", key=key,
-                                    body={"email": "bench-probe@example.com",
-                                          "topics": [TOPIC_SLUG], "source": "bench",
-                                          "attributes": {"country": "DE", "plan": "p0"}})
-                if status != 201 or '"subscribed"' not in body:
-                    raise BenchError(f"POST /api/v1/contacts answered {status}: {body}")
-                run_tag = secrets.token_hex(3)
-                if args.warmup > 0:
-                    print(f"[{kind}] warm-up {args.warmup:g} s per endpoint", flush=True)
-                    wrk(server, "healthz", args.warmup, args, key, f"w{run_tag}")
-                    wrk(server, "contacts", args.warmup, args, key, f"w{run_tag}")
+                subscribers = None
+                if {"unsubscribe", "promotional"} & set(args.endpoint):
+                    print(f"[{kind}] creating {args.subscribers} subscribers and their "
+                          "unsubscribe tokens", flush=True)
+                    subscribers = seed_subscribers(env, workdir, args.subscribers)
+                for name in args.endpoint:
+                    probe(kind, server, key, name, subscribers)
                 db_pids = (postgres_backend_pids(args.pg_url, args.pg_database)
                            if kind == "postgres" else None)
                 idle_busy = machine_busy_pct(1.0)
@@ -596,36 +838,23 @@ def bench_database(kind: str, args: argparse.Namespace) -> DatabaseResult:
                     notes.append(f"the machine was {idle_busy:.0f}% busy before the load "
                                  "(other processes): figures are noisy")
                     print(f"[{kind}] warning: {notes[-1]}", flush=True)
-                slice_s = max(1, round(args.duration / args.rounds))
-                print(f"[{kind}] measuring {args.rounds} x {slice_s} s per endpoint, "
-                      "alternating healthz and contacts", flush=True)
-                healthz_rounds: list[Round] = []
-                contacts_rounds: list[Round] = []
-                for i in range(args.rounds):
-                    healthz_rounds.append(wrk(server, "healthz", slice_s, args, key,
-                                              f"m{run_tag}r{i}", db_pids))
-                    contacts_rounds.append(wrk(server, "contacts", slice_s, args, key,
-                                               f"m{run_tag}r{i}", db_pids))
-                healthz = combine("GET /healthz", healthz_rounds, kind == "postgres")
-                contacts = combine("POST /api/v1/contacts", contacts_rounds, kind == "postgres")
-                print_detail(kind, healthz)
-                print_detail(kind, contacts)
-                if args.py_spy is not None:
-                    # A separate, unmeasured run: profiling must not touch the figures.
-                    spies = start_py_spy(args, kind, server, slice_s * args.rounds)
-                    try:
-                        wrk(server, "contacts", slice_s * args.rounds, args, key,
-                            f"p{run_tag}")
-                    finally:
-                        finish_py_spy(spies)
+                for name in args.endpoint:
+                    if kind == "postgres":  # the pool may have opened more connections
+                        db_pids = postgres_backend_pids(args.pg_url, args.pg_database)
+                    pairs.append(bench_endpoint(kind, args, server, key, name, subscribers,
+                                                db_pids))
+                if subscribers is not None and subscribers.wrapped:
+                    notes.append(f"the {subscribers.count} unsubscribe tokens were used up "
+                                 "and started over: later one-click requests repeated an "
+                                 "unsubscribe (the cheaper no-op path); raise --subscribers")
                 if server.process.poll() is not None:
                     raise BenchError(f"gunicorn died during the run:\n{server.log_tail()}")
-    return DatabaseResult(kind, healthz, contacts, notes)
+    return DatabaseResult(kind, pairs, notes)
 
 
-def start_py_spy(args: argparse.Namespace, kind: str, server: Server,
+def start_py_spy(args: argparse.Namespace, kind: str, name: str, server: Server,
                  seconds: int) -> list[subprocess.Popen[bytes]]:
-    """With --py-spy DIR: one py-spy per gunicorn worker, for an extra contacts run."""
+    """With --py-spy DIR: one py-spy per gunicorn worker, for an extra run of `name`."""
     if args.py_spy is None:
         return []
     spy = py_spy_path()
@@ -634,7 +863,7 @@ def start_py_spy(args: argparse.Namespace, kind: str, server: Server,
     args.py_spy.mkdir(parents=True, exist_ok=True)
     spies = []
     for pid in children_of(server.process.pid):
-        out = args.py_spy / f"{kind}-contacts-{pid}.svg"
+        out = args.py_spy / f"{kind}-{name}-{pid}.svg"
         spies.append(subprocess.Popen(
             [spy, "record", "--pid", str(pid), "--rate", "500", "--duration", str(seconds),
              "--nonblocking", "-o", str(out)],
@@ -676,27 +905,33 @@ def print_detail(kind: str, r: LoadResult) -> None:
 def print_summary(results: list[DatabaseResult], args: argparse.Namespace) -> None:
     slice_s = max(1, round(args.duration / args.rounds))
     config = (f"gunicorn {shlex.join(gunicorn_args(args))} | wrk -t{args.wrk_threads} "
-              f"-c{args.connections} | {args.rounds} x {slice_s} s per endpoint, alternating, "
-              f"after {args.warmup:g} s warm-up | {os.cpu_count()} CPUs")
+              f"-c{args.connections} | {args.rounds} x {slice_s} s per endpoint, alternating "
+              f"with healthz, after {args.warmup:g} s warm-up | {os.cpu_count()} CPUs")
     print()
     print(f"== api_throughput: {config}")
-    header = (f"{'database':<9} {'endpoint':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    header = (f"{'database':<9} {'endpoint':<30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'errors':>7} {'app CPU ms/req':>15} {'db CPU ms/req':>14}")
     print(header)
     print("-" * len(header))
     for res in results:
-        for r in (res.healthz, res.contacts):
-            db_cpu = "-" if r.db_cpu_ms is None else f"{r.db_cpu_ms:.2f}"
-            print(f"{res.database:<9} {r.endpoint:<22} {r.rps:>9.1f} {r.latency_ms['p50']:>8.2f} "
-                  f"{r.latency_ms['p99']:>8.2f} {r.errors:>7d} {r.app_cpu_ms:>15.2f} "
-                  f"{db_cpu:>14}")
+        for pair in res.pairs:
+            for r in (pair.healthz, pair.load):
+                db_cpu = "-" if r.db_cpu_ms is None else f"{r.db_cpu_ms:.2f}"
+                print(f"{res.database:<9} {r.endpoint:<30} {r.rps:>9.1f} "
+                      f"{r.latency_ms['p50']:>8.2f} {r.latency_ms['p99']:>8.2f} "
+                      f"{r.errors:>7d} {r.app_cpu_ms:>15.2f} {db_cpu:>14}")
     print("-" * len(header))
     for res in results:
-        p99 = res.contacts.latency_ms["p99"]
-        verdict = "PASS" if res.meets_goals else "MISS"
-        print(f"{res.database:<9} ratio contacts/healthz {res.ratio:.3f} (goal >= {GOAL_RATIO}); "
-              f"contacts p99 {p99:.2f} ms (goal <= {GOAL_CONTACTS_P99_MS:g}); "
-              f"errors {res.contacts.errors + res.healthz.errors} -> {verdict}")
+        for pair in res.pairs:
+            goal = pair.endpoint
+            ratio_goal = (f" (goal >= {goal.goal_ratio:g})" if goal.goal_ratio is not None
+                          else " (no goal)")
+            p99 = pair.load.latency_ms["p99"]
+            p99_goal = f" (goal <= {goal.goal_p99_ms:g})" if goal.goal_p99_ms is not None else ""
+            verdict = "PASS" if pair.meets_goals else "MISS"
+            print(f"{res.database:<9} {goal.name:<12} ratio {goal.name}/healthz "
+                  f"{pair.ratio:.3f}{ratio_goal}; p99 {p99:.2f} ms{p99_goal}; errors "
+                  f"{pair.load.errors + pair.healthz.errors} -> {verdict}")
         for note in res.notes:
             print(f"{res.database:<9} note: {note}")
 
@@ -714,12 +949,25 @@ def write_json(path: Path, results: list[DatabaseResult], args: argparse.Namespa
         "gunicorn": gunicorn_args(args),
         "wrk": {"threads": args.wrk_threads, "connections": args.connections},
         "duration_s": args.duration, "rounds": args.rounds, "warmup_s": args.warmup,
-        "cpus": os.cpu_count(),
-        "goals": {"ratio": GOAL_RATIO, "contacts_p99_ms": GOAL_CONTACTS_P99_MS},
-        "results": {res.database: {"healthz": load(res.healthz), "contacts": load(res.contacts),
-                                   "ratio": round(res.ratio, 4), "meets_goals": res.meets_goals,
-                                   "notes": res.notes}
-                    for res in results},
+        "cpus": os.cpu_count(), "endpoints": args.endpoint, "subscribers": args.subscribers,
+        "results": {
+            res.database: {
+                "endpoints": {
+                    pair.endpoint.name: {
+                        "label": pair.endpoint.label,
+                        "healthz": load(pair.healthz), "load": load(pair.load),
+                        "ratio": round(pair.ratio, 4),
+                        "goals": {"ratio": pair.endpoint.goal_ratio,
+                                  "p99_ms": pair.endpoint.goal_p99_ms},
+                        "meets_goals": pair.meets_goals,
+                    }
+                    for pair in res.pairs
+                },
+                "meets_goals": res.meets_goals,
+                "notes": res.notes,
+            }
+            for res in results
+        },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")

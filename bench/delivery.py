@@ -10,7 +10,8 @@ One run of this script:
    for N contacts subscribed to one topic. This is setup, not what is measured, so the
    rows go in by bulk INSERT (SQLAlchemy Core) into contacts, subscriptions and messages;
    they are what ``messages.services.accept`` would create: the first message *is* made by
-   accept(), and every bulk row is checked against it column by column;
+   accept(), and every bulk row is checked against it column by column. On PostgreSQL the
+   tables are then ANALYZEd, as autovacuum would have done on a live database;
 3. starts a counting SMTP sink in a child process (``bench/smtp_sink.py``) and one delivery
    worker as a real ``flask --app wsgi mailer worker`` process (the real Worker and the real
    SmtpPool with MAILER_SMTP_CONNECTIONS connections, default 4); each mail is rendered for
@@ -21,8 +22,12 @@ One run of this script:
 4. measures, in the same run, the bare rate: ``bare_send_rate`` sends one real message
    built by the pipeline (compose + build for one of the recipients), pre-built, through an
    SmtpPool of the same number of connections to the same sink, no database, no rendering;
+   half of the bare messages go before the workers run and half after, so that a change in
+   the machine's load weighs on both figures alike;
 5. prints both rates and the ratio end-to-end/bare (goals: ratio >= 0.6 and >= 1,000 msg/s
-   end to end, worker RSS flat), the figures last.
+   end to end, worker RSS flat), the figures last, with the CPU each party used per message
+   (worker, its event loop thread, sink, PostgreSQL backends) and the share of the machine
+   that other processes took meanwhile ("others"): on a busy machine the rates mean little.
 
 ``--workers 2`` (PostgreSQL only): the same N are sent by one worker process, then N new
 ones by two worker processes at once, against the same sink; it prints msg/s of each and
@@ -33,7 +38,8 @@ Run with the project's venv from the repository root:
     .venv/bin/python bench/delivery.py [--database sqlite|postgres] [--messages 100000]
         [--workers 1|2] [--connections 4] [--bare-messages N] [--batch 200]
         [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432]
-        [--pg-database mailer_bench_delivery] [--py-spy DIR] [--json FILE] [--check]
+        [--pg-database mailer_bench_delivery] [--py-spy DIR [--py-spy-format raw]]
+        [--json FILE] [--check]
 
 Everything listens on and connects to 127.0.0.1 only. Exit status: 0 when the benchmark
 ran (whatever the figures; with ``--check`` 1 when a goal was missed), 2 when it could not
@@ -151,6 +157,22 @@ def process_cpu_seconds(pid: int) -> float:
         values = stat[stat.rindex(")") + 2:].split()
         return (int(values[11]) + int(values[12])) / CLOCK_TICKS
     return 0.0
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process's main thread and of all its other threads together."""
+    main = other = 0.0
+    with suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with suppress(OSError, ValueError, IndexError):
+                stat = (task / "stat").read_text()
+                values = stat[stat.rindex(")") + 2:].split()
+                seconds = (int(values[11]) + int(values[12])) / CLOCK_TICKS
+                if int(task.name) == pid:
+                    main += seconds
+                else:
+                    other += seconds
+    return main, other
 
 
 def own_cpu_seconds() -> float:
@@ -294,7 +316,7 @@ def queue_messages(app: Any, count: int, *, first_number: int = 0,
                    with_contacts: bool = True) -> Queued:
     """Create `count` subscribed contacts (when `with_contacts`) and one queued promotional
     message for each; answer the topic and one message built as the worker builds it."""
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import func, insert, select, text
 
     from mailer import addresses
     from mailer.consent.gate import Category
@@ -375,6 +397,10 @@ def queue_messages(app: Any, count: int, *, first_number: int = 0,
                                    .where(Message.status == MessageStatus.QUEUED))
         if queued != count:
             raise BenchError(f"{queued} messages queued, expected {count}")
+        if db.engine.dialect.name == "postgresql":
+            # Statistics, as autovacuum would have gathered them on a live database.
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("ANALYZE"))
 
         address, data = people[-1]
         mail = compose(Envelope(
@@ -502,6 +528,7 @@ class RunResult:
     statuses: dict[str, int]
     rss_mb: dict[str, list[float]]  # per point: one value per worker
     worker_cpu_ms_per_msg: float
+    loop_cpu_ms_per_msg: float  # the worker's main thread: the event loop, SMTP
     sink_cpu_ms_per_msg: float
     db_cpu_ms_per_msg: float  # PostgreSQL backends of the scratch database (0 on SQLite)
     machine_busy_pct: float
@@ -531,6 +558,7 @@ def run_workers(label: str, count: int, n_workers: int, env: dict[str, str], dat
         machine_before = cpu_times()
         own_before = own_cpu_seconds()
         worker_cpu_before = sum(process_cpu_seconds(w.pid) for w in workers)
+        threads_before = [thread_cpu_seconds(w.pid) for w in workers]
         db_before = database_backend_cpu(database_url)
         rss["start"] = [rss_mb(w.pid) for w in workers]
         if args.py_spy:
@@ -559,6 +587,8 @@ def run_workers(label: str, count: int, n_workers: int, env: dict[str, str], dat
         rss["end"] = [rss_mb(w.pid) for w in workers]
         machine_after = cpu_times()
         worker_cpu = sum(process_cpu_seconds(w.pid) for w in workers) - worker_cpu_before
+        threads_after = [thread_cpu_seconds(w.pid) for w in workers]
+        loop_cpu = sum(a[0] - b[0] for a, b in zip(threads_after, threads_before, strict=True))
         own_cpu = own_cpu_seconds() - own_before
         db_after = database_backend_cpu(database_url)
         sink_cpu = process_cpu_seconds(sink._process.pid) - sink_cpu_before
@@ -578,6 +608,7 @@ def run_workers(label: str, count: int, n_workers: int, env: dict[str, str], dat
         label=label, workers=n_workers, messages=count, seconds=finished - started,
         sink_seconds=sink_done - started, statuses=statuses, rss_mb=rss,
         worker_cpu_ms_per_msg=1e3 * worker_cpu / count,
+        loop_cpu_ms_per_msg=1e3 * loop_cpu / count,
         sink_cpu_ms_per_msg=1e3 * sink_cpu / count,
         db_cpu_ms_per_msg=1e3 * db_cpu / count,
         machine_busy_pct=machine, others_pct=max(machine - ours, 0.0),
@@ -763,19 +794,20 @@ def print_summary(report: Report) -> None:
     if noisy > 10:
         print(f"note: other processes used up to {noisy:.0f}% of the machine during the run "
               "(column 'others'); the figures are lower than on a quiet machine")
-    print("-" * 112)
-    print(f"{'run':<12} {'msg/s':>7} {'seconds':>8} {'CPU ms/msg: worker':>19} {'sink':>6} "
-          f"{'db':>6} {'machine':>8} {'others':>7}  worker RSS")
+    print("-" * 120)
+    print(f"{'run':<12} {'msg/s':>7} {'seconds':>8} {'CPU ms/msg: worker':>19} {'(loop)':>7} "
+          f"{'sink':>6} {'db':>6} {'machine':>8} {'others':>7}  worker RSS")
     for run in report.runs:
         print(f"{run.label:<12} {run.rate:>7,.0f} {run.seconds:>8.1f} "
-              f"{run.worker_cpu_ms_per_msg:>19.3f} {run.sink_cpu_ms_per_msg:>6.3f} "
+              f"{run.worker_cpu_ms_per_msg:>19.3f} {run.loop_cpu_ms_per_msg:>7.3f} "
+              f"{run.sink_cpu_ms_per_msg:>6.3f} "
               f"{run.db_cpu_ms_per_msg:>6.3f} {run.machine_busy_pct:>7.0f}% "
               f"{run.others_pct:>6.0f}%  {rss_text(run)}")
     for label, bare in zip(("bare before", "bare after"), report.bare, strict=False):
-        print(f"{label:<12} {bare.rate:>7,.0f} {bare.seconds:>8.1f} {'-':>19} "
+        print(f"{label:<12} {bare.rate:>7,.0f} {bare.seconds:>8.1f} {'-':>19} {'-':>7} "
               f"{bare.sink_cpu_ms_per_msg:>6.3f} {'-':>6} {bare.machine_busy_pct:>7.0f}% "
               f"{bare.others_pct:>6.0f}%  ({bare.messages:,} pre-built messages)")
-    print("-" * 112)
+    print("-" * 120)
     print(f"{report.database}: end-to-end {one.rate:,.0f} msg/s, bare {report.bare_rate:,.0f} "
           f"msg/s, ratio {one.rate / report.bare_rate:.2f} (goal >= {GOAL_RATIO}, and >= "
           f"{GOAL_RATE:,.0f} msg/s); worker RSS growth {rss_growth(one):+.0f} MB "

@@ -80,6 +80,14 @@ def commit_and_keep() -> None:
         session.expire_on_commit = True
 
 
+def autoflush() -> None:
+    """Flush what is pending, as an ORM query does before it reads and a Core statement does
+    not; nothing under `no_autoflush`, and next to nothing when nothing is pending."""
+    session = db.session()
+    if session.autoflush:
+        session.flush()
+
+
 def attach_inserted(instance: Any) -> Any:
     """Make the object of a row just written with a Core INSERT (every column set, primary key
     included) the session's persistent object, as a flush would have left it, without reading

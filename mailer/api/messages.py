@@ -36,6 +36,10 @@ class SendSchema(StrictSchema):
     topic = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 
+# One instance for every request (webargs would build one per request from the class).
+SEND_SCHEMA = SendSchema()
+
+
 class BatchSchema(StrictSchema):
     messages = fields.List(
         fields.Raw(), required=True, validate=validate.Length(min=1, max=MAX_BATCH),
@@ -83,7 +87,7 @@ def _send(body: dict[str, Any]) -> Answer:
 def _item_result(index: int, raw: Any) -> dict[str, Any]:
     """Accept one batch item inside its own savepoint; a refusal touches no other item."""
     try:
-        body = SendSchema().load(raw if isinstance(raw, dict) else {"_": raw})
+        body = SEND_SCHEMA.load(raw if isinstance(raw, dict) else {"_": raw})
         with db.session.begin_nested():
             answer = _send(body)
     except ma.ValidationError as exc:
@@ -107,7 +111,7 @@ class MessageCollection(MethodView):
         "schema": {"type": "string", "maxLength": 200},
         "description": "repeat-safe key: the same key and body replay the first answer",
     }])
-    @blp.arguments(SendSchema)
+    @blp.arguments(SEND_SCHEMA)
     @blp.response(202, AcceptedSchema)
     def post(self, body: dict[str, Any]) -> Any:
         """Queue one mail. A recipient the consent gate refuses: 422 recipient_suppressed."""
@@ -121,7 +125,7 @@ class MessageCollection(MethodView):
 class MessageBatch(MethodView):
     @require_scope("messages:send")
     @blp.doc(security=SECURITY)
-    @blp.arguments(BatchSchema)
+    @blp.arguments(BatchSchema())
     @blp.response(200, BatchResultSchema)
     def post(self, body: dict[str, Any]) -> Any:
         """Queue many mails: one result per item, in order; a bad item sinks no other."""

@@ -117,8 +117,8 @@ def set_state(
     elif subscription.state == state:
         return False
     else:
-        if subscription in db.session.dirty:
-            db.session.flush()  # changed elsewhere through the ORM: keep the order of writes
+        if subscription.id is None or subscription in db.session.dirty:
+            db.session.flush()  # added or changed elsewhere through the ORM: write that first
         db.session.execute(_UPDATE_SUBSCRIPTION,
                            {"p_id": subscription.id, "p_state": state.value, "p_now": now})
         set_committed_value(subscription, "state", state.value)

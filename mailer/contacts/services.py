@@ -18,7 +18,7 @@ from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
-from mailer.extensions import attach_inserted, db
+from mailer.extensions import attach_inserted, autoflush, db
 from mailer.messages import services as outbox
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
@@ -92,6 +92,13 @@ _LOOKUP = (
 )
 _TOPICS = select(Topic).where(Topic.slug.in_(bindparam("slugs", expanding=True)))
 _INSERT: dict[str, Any] = {}
+# Whether the address is known, and whether it has a mark, in one round trip (a new address,
+# the common case, needs nothing else read).
+_contacts = Contact.__table__
+_PROBE = select(
+    select(_contacts.c.id).where(_contacts.c.email == bindparam("email")).scalar_subquery(),
+    suppressions.is_marked(bindparam("address_hash")),
+)
 
 
 def _lookup(email: str) -> Contact | None:
@@ -177,9 +184,13 @@ def upsert(
     if attributes is not None:
         check_attributes(attributes)
 
-    contact = _lookup(normalized)
-    address_hash = contact.address_hash if contact else addresses.keyed_hash(normalized)
-    marked = bool(suppressions.marks(address_hash)) if wanted_topics else False
+    # The contact's address_hash is this very hash: both come from the normal form.
+    address_hash = addresses.keyed_hash(normalized)
+    autoflush()  # what the caller has pending is read too, as by an ORM query
+    contact_id, marked = db.session.execute(
+        _PROBE, {"email": normalized, "address_hash": address_hash}).one()
+    marked = bool(marked)
+    contact = _lookup(normalized) if contact_id is not None else None
     created = False
     for _attempt in range(3):
         if contact is not None:

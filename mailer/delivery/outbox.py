@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, select, text, update
+from sqlalchemy import bindparam, case, or_, select, text, update
 
 from mailer.campaigns.models import Campaign, CampaignStatus
 from mailer.consent.gate import Category
@@ -29,8 +29,16 @@ from mailer.suppressions.models import Reason
 _CLAIMABLE_SQL = text("messages.status IN ('queued', 'deferred', 'sending')")
 MAX_BACKOFF = dt.timedelta(hours=6)
 # A paused campaign's messages wait where they are: claims pass them by.
-_PAUSED_CAMPAIGN = exists().where(Campaign.id == Message.campaign_id,
-                                  Campaign.status == CampaignStatus.PAUSED)
+# Not held back by a paused campaign. Written as NOT IN (...) rather than NOT EXISTS: given
+# the anti-join, PostgreSQL with statistics expects next to no row to pass and so reads and
+# sorts every due row of the outbox for each claim (a 100,000-row outbox: 160 ms a batch)
+# instead of walking ix_messages_claimable until the batch is full.
+_NOT_PAUSED = or_(
+    Message.campaign_id.is_(None),
+    Message.campaign_id.not_in(
+        select(Campaign.id).where(Campaign.status == CampaignStatus.PAUSED).scalar_subquery()
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +61,7 @@ def claim(owner: str, limit: int, lease_seconds: float) -> list[Claimed]:
     now = utcnow()
     due = (
         select(Message.id)
-        .where(_CLAIMABLE_SQL, Message.due_at <= now, ~_PAUSED_CAMPAIGN)
+        .where(_CLAIMABLE_SQL, Message.due_at <= now, _NOT_PAUSED)
         .order_by(Message.due_at)
         .limit(limit)
     )

@@ -9,7 +9,7 @@ from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.consent.services import RequestKind
 from mailer.consent.unsubscribe import LinkTarget, Scope, read_token, unsubscribe
 from mailer.contacts import services as contacts
-from mailer.extensions import csrf, db, limiter
+from mailer.extensions import commit_and_keep, csrf, db, limiter
 from mailer.pages import forms
 from mailer.pages.mailing import send_preference_link
 from mailer.tokens import TokenExpired, TokenInvalid
@@ -104,7 +104,8 @@ def unsubscribe_post(token: str) -> tuple[str, int] | str:
     from_page = request.form.get("from_page") == "1"
     unsubscribe(target, scope, ConsentSource.UNSUBSCRIBE_PAGE if from_page
                 else ConsentSource.ONE_CLICK)
-    db.session.commit()
+    # The page names the topic: keep it loaded rather than read it again after the commit.
+    commit_and_keep()
     return render_template("pages/unsubscribed.html", target=target, scope=scope.value)
 
 

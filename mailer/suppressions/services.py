@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, bindparam, delete, exists, select
 
 from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject
-from mailer.extensions import db
+from mailer.extensions import autoflush, db
 from mailer.suppressions.models import Reason, Scope, Suppression
 
 # Where each mark applies when no topic is named (../shared/CONSENT.md).
@@ -72,8 +74,15 @@ _MARKS = select(_table.c.reason).where(
 )
 
 
+def is_marked(address_hash: Any) -> ColumnElement[bool]:
+    """SQL for "the address has an address-wide mark" (marks() would not be empty), to read it
+    in the same statement as something else; `address_hash` a value or a bindparam."""
+    return exists().where(_table.c.address_hash == address_hash, _table.c.topic_id.is_(None))
+
+
 def marks(address_hash: str) -> set[Reason]:
     """The address-wide marks (not topic-scoped) on an address."""
+    autoflush()  # marks added but not flushed yet count, as they did for the ORM query
     rows = db.session.scalars(_MARKS, {"address_hash": address_hash})
     return {Reason(reason) for reason in rows}
 

@@ -32,7 +32,7 @@ def post_at_once(app, auth, bodies: list[dict[str, Any]]) -> list[tuple[int, Any
             start.wait()
             response = client.post(CONTACTS, json=body, headers=auth)
             results[index] = (response.status_code, response.get_json())
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported below, in the test's own thread
             results[index] = exc
 
     threads = [threading.Thread(target=run, args=(i, body)) for i, body in enumerate(bodies)]
@@ -49,22 +49,20 @@ def post_at_once(app, auth, bodies: list[dict[str, Any]]) -> list[tuple[int, Any
 
 @pytest.fixture
 def both_look_before_either_creates(monkeypatch):
-    """Hold each request right after its first lookup found no contact until the other one
-    has looked too: both then create the same address, the race a plain run only sometimes
-    hits."""
-    seen_nothing = threading.Barrier(2, timeout=10)
-    original = contacts_services._lookup
+    """Hold each request when it is about to insert the contact it found missing until the
+    other one is there too: both then create the same address, the race a plain run only
+    sometimes hits."""
+    both_about_to_insert = threading.Barrier(2, timeout=10)
+    original = contacts_services._insert_new
     local = threading.local()
 
-    def lookup(email: str):
-        found = original(email)
-        if not getattr(local, "looked", False):
-            local.looked = True
-            if found is None:
-                seen_nothing.wait()
-        return found
+    def insert_new(*args: Any, **kwargs: Any):
+        if not getattr(local, "waited", False):
+            local.waited = True
+            both_about_to_insert.wait()
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(contacts_services, "_lookup", lookup)
+    monkeypatch.setattr(contacts_services, "_insert_new", insert_new)
 
 
 def counts(email: str) -> tuple[int, int, int]:
