@@ -93,9 +93,6 @@ ENDPOINTS = {
     "unsubscribe": Endpoint("unsubscribe", "POST /unsubscribe/<token>", 0.5),
 }
 ALL = ("contacts", "messages", "unsubscribe")
-# Kept for callers of the first version of this script.
-GOAL_RATIO = ENDPOINTS["contacts"].goal_ratio
-GOAL_CONTACTS_P99_MS = ENDPOINTS["contacts"].goal_p99_ms
 
 WRK_INSTALL_HINT = (
     "wrk is not installed. Install it with:\n"
@@ -133,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of measured load per endpoint (default 10)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="split each endpoint's --duration into this many runs, "
-                             "alternating healthz and contacts, so that both see the same "
+                             "alternating healthz and the endpoint, so that both see the same "
                              "machine (default 5)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of unmeasured load per endpoint before measuring (default 3)")
