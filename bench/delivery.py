@@ -528,7 +528,7 @@ class RunResult:
     statuses: dict[str, int]
     rss_mb: dict[str, list[float]]  # per point: one value per worker
     worker_cpu_ms_per_msg: float
-    loop_cpu_ms_per_msg: float  # the worker's main thread: the event loop, SMTP
+    loop_cpu_ms_per_msg: float  # the worker's main thread: the event loop (SMTP, rendering)
     sink_cpu_ms_per_msg: float
     db_cpu_ms_per_msg: float  # PostgreSQL backends of the scratch database (0 on SQLite)
     machine_busy_pct: float

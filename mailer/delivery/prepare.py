@@ -1,4 +1,11 @@
-"""Turning claimed outbox rows into mail bytes, after the consent gate's second look."""
+"""Turning claimed outbox rows into mail bytes, after the consent gate's second look.
+
+Two steps: screen() reads what the mails depend on (campaign state, the consent gate, topics)
+and needs the database, so the worker runs it in its database thread; build_one() renders and
+builds one mail and needs no database, so the worker runs it on its event loop, one mail at a
+time between SMTP replies (rendering in the database thread made the two threads take turns at
+the interpreter lock, and the SMTP connections wait for each turn). prepare() is both steps.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,15 @@ class Prepared:
     message: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A mail the consent gate allowed, with all it needs to be built."""
+
+    claimed: Claimed
+    envelope: Envelope
+    mail_from: str
+
+
 def _topics(ids: set[int]) -> dict[int, TopicInfo]:
     if not ids:
         return {}
@@ -58,12 +74,12 @@ def _campaigns(ids: set[int]) -> dict[int, CampaignInfo]:
     return {r.id: CampaignInfo(r.status, r.data or {}) for r in rows}
 
 
-def prepare(batch: Sequence[Claimed], max_attempts: int,
-            owner: str = "") -> tuple[list[Prepared], list[Outcome]]:
-    """Check consent again for the whole batch, then render and build each allowed mail.
+def screen(batch: Sequence[Claimed], max_attempts: int,
+           owner: str = "") -> tuple[list[Pending], list[Outcome]]:
+    """Check consent again for the whole batch, and read what its mails need (database work).
 
-    Returns the mails to send and the outcomes already known (suppressed by the
-    gate, failed for good).
+    Returns the mails to build and the outcomes already known (suppressed by the gate,
+    failed for good, cancelled with their campaign).
     """
     done: list[Outcome] = []
     candidates: list[Claimed] = []
@@ -90,30 +106,52 @@ def prepare(batch: Sequence[Claimed], max_attempts: int,
     )
     topics = _topics({c.topic_id for c in candidates if c.topic_id is not None})
     mail_from = parseaddr(current_app.config.get("MAILER_FROM") or "")[1]
-    signer = _signer()
-    ready: list[Prepared] = []
+    pending: list[Pending] = []
     for claimed, decision in zip(candidates, decisions, strict=True):
         if not decision.allowed:
             done.append(_final(claimed, MessageStatus.SUPPRESSED, decision.reason))
             continue
-        try:
-            mail = compose(Envelope(
-                public_id=claimed.public_id, to_address=claimed.to_address or "",
-                address_hash=claimed.address_hash, category=claimed.category,
-                template=claimed.template,
-                data=campaigns[claimed.campaign_id].data if claimed.campaign_id else claimed.data,
-                topic=topics.get(claimed.topic_id) if claimed.topic_id else None,
-                campaign_id=claimed.campaign_id, test=claimed.is_test,
-            ))
-            message = build(mail)
-            if signer is not None:
-                message = signer.sign(message)
-        except (MailerError, InvalidMail) as exc:
-            # Accept rendered this mail already; failing now means a template or a
-            # setting changed since. Record why rather than retry forever.
-            done.append(_final(claimed, MessageStatus.FAILED, f"cannot build the mail: {exc}"))
-            continue
-        ready.append(Prepared(claimed, mail_from, claimed.to_address or "", message))
+        pending.append(Pending(claimed, Envelope(
+            public_id=claimed.public_id, to_address=claimed.to_address or "",
+            address_hash=claimed.address_hash, category=claimed.category,
+            template=claimed.template,
+            data=campaigns[claimed.campaign_id].data if claimed.campaign_id else claimed.data,
+            topic=topics.get(claimed.topic_id) if claimed.topic_id else None,
+            campaign_id=claimed.campaign_id, test=claimed.is_test,
+        ), mail_from))
+    return pending, done
+
+
+def build_one(pending: Pending) -> Prepared | Outcome:
+    """Render and build one mail (signed when DKIM is configured); no database work.
+
+    Needs the app context (settings, templates, signing keys).
+    """
+    claimed = pending.claimed
+    try:
+        message = build(compose(pending.envelope))
+        signer = _signer()
+        if signer is not None:
+            message = signer.sign(message)
+    except (MailerError, InvalidMail) as exc:
+        # Accept rendered this mail already; failing now means a template or a
+        # setting changed since. Record why rather than retry forever.
+        return _final(claimed, MessageStatus.FAILED, f"cannot build the mail: {exc}")
+    return Prepared(claimed, pending.mail_from, claimed.to_address or "", message)
+
+
+def prepare(batch: Sequence[Claimed], max_attempts: int,
+            owner: str = "") -> tuple[list[Prepared], list[Outcome]]:
+    """screen() the batch, then build_one() each mail: the mails to send, and the outcomes
+    already known."""
+    pending, done = screen(batch, max_attempts, owner)
+    ready: list[Prepared] = []
+    for item in pending:
+        result = build_one(item)
+        if isinstance(result, Prepared):
+            ready.append(result)
+        else:
+            done.append(result)
     return ready, done
 
 
