@@ -15,7 +15,12 @@ from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.compose import Envelope, TopicInfo, compose
 from mailer.messages.models import Message, MessageStatus
-from mailer.messages.services import SendRequest, accept, new_public_id
+from mailer.messages.services import (
+    RecipientSuppressed,
+    SendRequest,
+    accept,
+    new_public_id,
+)
 from mailer.topics.models import Topic
 
 # Which transitions each action may make: draft → scheduled → running → paused ⇄ running →
@@ -157,16 +162,26 @@ def stats(campaign: Campaign) -> dict[str, int]:
 def send_test(campaign: Campaign, to: str, *, api_key_id: int | None = None) -> Message:
     """Queue one test mail of the campaign to `to`, marked "[TEST]".
 
-    Whoever asks for a test caused it, so the consent gate treats it as
-    transactional mail (refused only for an undeliverable address); it is
-    rendered exactly as the campaign's promotional mail, footer and links
-    included, so what is checked is what subscribers will get.
+    A test mail is marketing for the campaign's topic like the campaign itself, so the
+    consent gate judges it as promotional mail of that topic (CONSENT.md: "sends and
+    campaigns alike"): only an address subscribed to the topic and without a mark gets it.
+    Otherwise a test form would be a way to send marketing to anyone, quarantined
+    referral recipients included. It is rendered exactly as the campaign's mail, footer
+    and links included, so what is checked is what subscribers will get.
     """
-    return accept(
-        SendRequest(to=to, template=campaign.template, data=campaign.data,
-                    category=Category.TRANSACTIONAL, topic=campaign.topic.slug, test=True),
-        api_key_id=api_key_id,
-    )
+    try:
+        return accept(
+            SendRequest(to=to, template=campaign.template, data=campaign.data,
+                        category=Category.PROMOTIONAL, topic=campaign.topic.slug, test=True),
+            api_key_id=api_key_id,
+        )
+    except RecipientSuppressed as exc:
+        reason = exc.extra.get("reason", "refused")
+        raise RecipientSuppressed(
+            reason,
+            message=(f"Test mails are marketing for the topic {campaign.topic.name!r}: they go "
+                     f"only to an address subscribed to it, and this one is not ({reason})."),
+        ) from exc
 
 
 def render_preview(campaign: Campaign, data_override: dict[str, Any] | None = None):

@@ -32,9 +32,10 @@ class RecipientSuppressed(MailerError):
     status = 422
     code = "recipient_suppressed"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, message: str | None = None) -> None:
         super().__init__(
-            f"This recipient may not receive this mail ({reason}).", extra={"reason": reason}
+            message or f"This recipient may not receive this mail ({reason}).",
+            extra={"reason": reason},
         )
 
 

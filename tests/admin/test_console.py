@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mailer import addresses
 from mailer.admin import services as admin
@@ -342,6 +342,8 @@ def test_compose_shows_problems_on_the_page(console, make_topic, fields, message
 
 def test_a_test_send_goes_to_the_logged_in_user_by_default(console, make_topic):
     make_topic("news", double_opt_in=False)
+    contacts.upsert(EMAIL, topics=["news"])  # test mails go to subscribers of the topic only
+    db.session.commit()
     campaign = draft()
     page = console.get(page_of(campaign)).get_data(as_text=True)
     assert f'value="{EMAIL}"' in page
@@ -355,6 +357,11 @@ def test_a_test_send_goes_to_the_logged_in_user_by_default(console, make_topic):
     post(console, f"{page_of(campaign)}/test", {"to": "not an address"},
          form_page=page_of(campaign))
     assert "email address" in flashed(console, page_of(campaign))
+
+    post(console, f"{page_of(campaign)}/test", {"to": "someone@example.com"},
+         form_page=page_of(campaign))
+    assert "only to an address subscribed to it" in flashed(console, page_of(campaign))
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 1
 
 
 @pytest.mark.parametrize(("local", "zone", "browser", "utc"), [

@@ -188,10 +188,11 @@ def test_a_test_send_looks_like_the_campaign_and_says_test(app, client, auth, sm
     import email.policy
 
     make_topic("news", double_opt_in=False)
+    add_subscribers(1, "marketer")
     body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS}
     campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
     response = client.post(f"/api/v1/campaigns/{campaign_id}/test",
-                           json={"to": "marketer@shop.example"}, headers=auth)
+                           json={"to": "marketer0@example.com"}, headers=auth)
     assert response.status_code == 202
     run_worker_until_idle(app, smtp.url)
     mail = email.message_from_bytes(smtp.messages[0].data, policy=email.policy.default)
@@ -202,6 +203,45 @@ def test_a_test_send_looks_like_the_campaign_and_says_test(app, client, auth, sm
     assert stats["status"] == "draft" and stats["stats"]["recipients"] == 0
     bad = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"to": "nope"}, headers=auth)
     assert bad.status_code == 422 and "to" in bad.get_json()["error"]["fields"]
+
+
+def test_a_test_send_is_promotional_mail_of_the_topic_for_the_consent_gate(
+    app, client, auth, smtp, make_topic
+):
+    """A test form must not be a way to market to anyone: the gate's promotional rules hold."""
+    make_topic("news", double_opt_in=False)
+    make_topic("other", double_opt_in=False)
+    (subscriber,) = add_subscribers(1, "tester")
+    contacts.upsert("elsewhere@example.com", topics=["other"])
+    contacts.upsert("friend@example.com", topics=["news"])  # pending: quarantined below
+    suppressions.suppress(addresses.hash_of("friend@example.com"), Reason.QUARANTINED,
+                          source=ConsentSource.REFERRAL)
+    (left,) = add_subscribers(1, "left")
+    suppressions.suppress(addresses.hash_of(left), Reason.LEFT, source=ConsentSource.PREFERENCES)
+    db.session.commit()
+    body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS}
+    campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
+
+    refused = {}
+    for to in ("stranger@example.com", "elsewhere@example.com", "friend@example.com", left):
+        response = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"to": to},
+                               headers=auth)
+        assert response.status_code == 422, to
+        error = response.get_json()["error"]
+        assert error["code"] == "recipient_suppressed" and "subscribed" in error["message"]
+        refused[to] = error["reason"]
+    assert refused == {"stranger@example.com": "not_subscribed",
+                       "elsewhere@example.com": "not_subscribed",
+                       "friend@example.com": "quarantined", left: "unsubscribed"}
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"to": subscriber},
+                       headers=auth).status_code == 202
+
+    # Consent withdrawn after the test was queued: the gate's second look stops it.
+    contacts.update(contacts.get(subscriber), subscriptions={"news": "unsubscribed"})
+    db.session.commit()
+    run_worker_until_idle(app, smtp.url)
+    assert smtp.messages == []
+    assert db.session.scalar(select(Message.status)) == "suppressed"
 
 
 def test_unsubscribes_through_a_campaign_mail_are_counted_not_named(app, client, auth, smtp,
