@@ -46,8 +46,8 @@ class SendRequest:
     data: dict[str, Any]
     category: Category
     topic: str | None = None
-    # A campaign's test mail: transactional for the gate, rendered as the topic's
-    # promotional mail with "[TEST]" before the subject (see compose.Envelope.test).
+    # A campaign's test mail: promotional mail of the topic for the gate, with "[TEST]"
+    # before the subject (see compose.Envelope.test).
     test: bool = False
 
 
