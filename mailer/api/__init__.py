@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from mailer.api.guards import check_request_data
+from mailer.errors import API_PREFIX
 from mailer.extensions import api, csrf
+
+
+class NoSessionForTheApi(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions for the pages and the console, none for the API.
+
+    Bearer keys authenticate the API and nothing of it reads or writes the cookie session, yet
+    opening one builds a signing serializer and saving one inspects the response, on every
+    request. An API request gets Flask's null session instead: reading it finds nothing,
+    writing to it raises, and no cookie is read or set.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(API_PREFIX):
+            return None  # Flask then uses make_null_session(), which save_session skips
+        return super().open_session(app, request)
 
 
 def register_api(app: Flask) -> None:
@@ -29,6 +46,7 @@ def register_api(app: Flask) -> None:
         }
     )
     api.init_app(app)
+    app.session_interface = NoSessionForTheApi()
     for module in (contacts, topics, messages, referrals, campaigns, inbound):
         # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
         csrf.exempt(module.blp)

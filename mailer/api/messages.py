@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from mailer.api.fields import StrictSchema
-from mailer.api.guards import require_scope
+from mailer.api.guards import IDEMPOTENCY_HEADER, require_scope
 from mailer.consent.gate import Category
 from mailer.errors import MailerError, ValidationFailed
 from mailer.extensions import db
@@ -23,7 +23,6 @@ URL_PREFIX = "/messages"
 blp = Blueprint("messages", __name__, description="Sending mail and following its status")
 
 SECURITY = [{"bearerAuth": []}]
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BATCH = 500
 SENDABLE = [Category.TRANSACTIONAL, Category.PROMOTIONAL]
 

@@ -26,7 +26,8 @@ _IN_DATA = (referrals.ITEM_NAME, referrals.ITEM_URL)
 class ItemSchema(StrictSchema):
     item_name = fields.String(
         required=True, validate=validate.Length(min=1, max=referrals.MAX_ITEM_NAME),
-        metadata={"description": "the item's name, one line"},
+        metadata={"description": "the item's name, one line, no links (422 naming "
+                                 "data.item_name otherwise)"},
     )
     item_url = fields.String(
         required=True, validate=validate.Length(min=1, max=referrals.MAX_ITEM_URL),
@@ -40,7 +41,8 @@ class ReferralSchema(StrictSchema):
     sender_name = fields.String(
         load_default=None, allow_none=True,
         validate=validate.Length(min=1, max=referrals.MAX_SENDER_NAME),
-        metadata={"description": f"shown to the friend, one line; omitted or null: "
+        metadata={"description": f"shown to the friend, one line, no links (422 naming "
+                                 f"sender_name otherwise); omitted or null: "
                                  f"\"{referrals.DEFAULT_SENDER_NAME}\""},
     )
     recipient_email = Email(required=True, validate=validate.Length(min=1, max=254),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from mailer.consent.models import Subscription, SubscriptionState
 from mailer.contacts.models import Contact
@@ -122,12 +123,31 @@ def decide(
     raise ValueError(f"unknown category {category!r}")
 
 
+# Statements of the gate, built once: building and caching-keying a statement on every call
+# cost more than SQLite running it. Core columns, not ORM entities: rows, not objects, are
+# what the rules read, and the ORM's result processing cost as much again.
+_suppressions = Suppression.__table__.c
+_MARK_COLUMNS = (_suppressions.address_hash, _suppressions.reason, _suppressions.topic_id,
+                 _suppressions.created_at)
+# One address (every send through the API) needs no IN list to be expanded into the SQL.
+_MARKS_OF_ONE = select(*_MARK_COLUMNS).where(_suppressions.address_hash == bindparam("hash"))
+_MARKS_OF_MANY = select(*_MARK_COLUMNS).where(
+    _suppressions.address_hash.in_(bindparam("hashes", expanding=True)))
+_contacts = Contact.__table__.c
+_CONTACTS_BY_HASH = select(_contacts.id, _contacts.address_hash).where(
+    _contacts.address_hash.in_(bindparam("hashes", expanding=True)))
+_subscriptions = Subscription.__table__.c
+_SUBSCRIPTIONS_OF_CONTACTS = select(
+    _subscriptions.contact_id, _subscriptions.topic_id, _subscriptions.state
+).where(_subscriptions.contact_id.in_(bindparam("contacts", expanding=True)))
+
+
 def _marks_by_hash(hashes: set[str]) -> dict[str, list[Mark]]:
     found: dict[str, list[Mark]] = defaultdict(list)
-    rows = db.session.execute(
-        select(Suppression.address_hash, Suppression.reason, Suppression.topic_id,
-               Suppression.created_at).where(Suppression.address_hash.in_(hashes))
-    )
+    if len(hashes) == 1:
+        rows = db.session.execute(_MARKS_OF_ONE, {"hash": next(iter(hashes))})
+    else:
+        rows = db.session.execute(_MARKS_OF_MANY, {"hashes": list(hashes)})
     for address_hash, reason, topic_id, created_at in rows:
         found[address_hash].append(Mark(Reason(reason), topic_id, created_at))
     return found
@@ -142,37 +162,37 @@ def _subscription_states(pairs: set[tuple[str, int]]) -> dict[tuple[str, int], s
     # in these topics", SQLite (and PostgreSQL before it has statistics) walks all of a
     # topic's subscriptions through (topic_id, state) for every batch: a cost that grows with
     # the topic. By contact, only the (contact_id, topic_id) key fits: a cost of the batch.
-    contacts = dict(db.session.execute(
-        select(Contact.__table__.c.id, Contact.__table__.c.address_hash)
-        .where(Contact.__table__.c.address_hash.in_(hashes))
-    ).all())
+    contacts = dict(db.session.execute(_CONTACTS_BY_HASH, {"hashes": list(hashes)}).all())
     if not contacts:
         return {}
-    subscriptions = Subscription.__table__.c
-    rows = db.session.execute(
-        select(subscriptions.contact_id, subscriptions.topic_id, subscriptions.state)
-        .where(subscriptions.contact_id.in_(contacts))
-    )
+    rows = db.session.execute(_SUBSCRIPTIONS_OF_CONTACTS, {"contacts": list(contacts)})
     return {(contacts[contact_id], topic_id): state
             for contact_id, topic_id, state in rows if topic_id in topics}
+
+
+@functools.cache
+def _confirmations_statement() -> Select[tuple[str, int]]:
+    """Built once, at first use: the outbox's model imports this module."""
+    from mailer.messages.models import Message  # the outbox records what was sent
+
+    messages = Message.__table__.c
+    return (
+        select(messages.address_hash, func.count())
+        .where(
+            messages.address_hash.in_(bindparam("hashes", expanding=True)),
+            messages.category == Category.CONFIRMATION.value,
+            messages.created_at >= bindparam("since", type_=messages.created_at.type),
+            messages.status.not_in(["suppressed", "cancelled"]),
+        )
+        .group_by(messages.address_hash)
+    )
 
 
 def _confirmations_today(hashes: set[str]) -> dict[str, int]:
     if not hashes:
         return {}
-    from mailer.messages.models import Message  # the outbox records what was sent
-
     since = utcnow() - dt.timedelta(days=1)
-    rows = db.session.execute(
-        select(Message.address_hash, func.count())
-        .where(
-            Message.address_hash.in_(hashes),
-            Message.category == Category.CONFIRMATION,
-            Message.created_at >= since,
-            Message.status.not_in(["suppressed", "cancelled"]),
-        )
-        .group_by(Message.address_hash)
-    )
+    rows = db.session.execute(_confirmations_statement(), {"hashes": list(hashes), "since": since})
     return {address_hash: count for address_hash, count in rows}
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer.consent.models import (
@@ -50,13 +52,24 @@ class SubscriptionOutcome:
 # themselves on the paths that create a contact or unsubscribe one.
 _subscriptions = Subscription.__table__
 _events = ConsentEvent.__table__
-_INSERT_SUBSCRIPTION = (
-    insert(_subscriptions)
-    .values(contact_id=bindparam("p_contact"), topic_id=bindparam("p_topic"),
-            state=bindparam("p_state"), created_at=bindparam("p_now"),
-            updated_at=bindparam("p_now"))
-    .returning(_subscriptions.c.id)
-)
+# A contact's first row for a topic: ON CONFLICT DO NOTHING on (contact, topic), so a
+# concurrent request making the same row first never costs a unique violation (a 500); the
+# loser waits for the winner's commit (PostgreSQL, at the unique index; SQLite, for the write
+# lock), gets no id back, and reads the winner's row instead.
+_INSERT_SUBSCRIPTION = {
+    name: (
+        dialect.insert(_subscriptions)
+        .values(contact_id=bindparam("p_contact"), topic_id=bindparam("p_topic"),
+                state=bindparam("p_state"), created_at=bindparam("p_now"),
+                updated_at=bindparam("p_now"))
+        .on_conflict_do_nothing(index_elements=[_subscriptions.c.contact_id,
+                                                _subscriptions.c.topic_id])
+        .returning(_subscriptions.c.id)
+    )
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_SUBSCRIPTION_OF = select(Subscription).where(Subscription.contact_id == bindparam("p_contact"),
+                                               Subscription.topic_id == bindparam("p_topic"))
 _UPDATE_SUBSCRIPTION = (
     update(_subscriptions)
     .where(_subscriptions.c.id == bindparam("p_id"))
@@ -92,28 +105,42 @@ def subscription_for(contact: Contact, topic: Topic) -> Subscription | None:
     return None
 
 
-def set_state(
-    contact: Contact, topic: Topic, state: SubscriptionState, source: ConsentSource,
-    note: str | None = None,
-) -> bool:
-    """Move one subscription to `state`, logging the change; False when it was already there.
+class _RowAppeared(Exception):
+    """A concurrent request made the contact's first row for the topic between our read of
+    none and our INSERT; the row is among the contact's loaded subscriptions now."""
 
-    Written at once; the contact's loaded subscriptions show the change as committed state.
-    """
+
+def _insert_subscription(contact: Contact, topic: Topic, state: SubscriptionState,
+                         now: dt.datetime) -> Subscription:
+    """Write the contact's first row for the topic and return it as the session's object; raise
+    _RowAppeared, with the winner's row loaded, when a concurrent request made it first."""
+    contact_id = _contact_id(contact)
+    params = {"p_contact": contact_id, "p_topic": topic.id}
+    statement = _INSERT_SUBSCRIPTION[db.session.get_bind().dialect.name]
+    new_id = db.session.execute(statement, {**params, "p_state": state.value, "p_now": now}
+                                ).scalar()
+    if new_id is None:
+        # Read after our INSERT waited for the winner's commit: its row is visible now.
+        winner = db.session.scalars(_SUBSCRIPTION_OF, params).one()
+        set_committed_value(contact, "subscriptions", [*contact.subscriptions, winner])
+        raise _RowAppeared()
+    subscription = attach_inserted(Subscription, {
+        "id": new_id, "contact_id": contact_id, "topic_id": topic.id, "state": state.value,
+        "created_at": now, "updated_at": now,
+    })
+    set_committed_value(subscription, "topic", topic)
+    set_committed_value(subscription, "contact", contact)
+    set_committed_value(contact, "subscriptions", [*contact.subscriptions, subscription])
+    return subscription
+
+
+def _set_state(contact: Contact, topic: Topic, state: SubscriptionState,
+               source: ConsentSource, note: str | None) -> bool:
+    """set_state(), raising _RowAppeared when the first row for the topic was made meanwhile."""
     subscription = subscription_for(contact, topic)
     now = utcnow()
     if subscription is None:
-        contact_id = _contact_id(contact)
-        new_id = db.session.execute(_INSERT_SUBSCRIPTION, {
-            "p_contact": contact_id, "p_topic": topic.id, "p_state": state.value, "p_now": now,
-        }).scalar_one()
-        subscription = attach_inserted(Subscription(
-            id=new_id, contact_id=contact_id, topic_id=topic.id, state=state.value,
-            created_at=now, updated_at=now,
-        ))
-        set_committed_value(subscription, "topic", topic)
-        set_committed_value(subscription, "contact", contact)
-        set_committed_value(contact, "subscriptions", [*contact.subscriptions, subscription])
+        _insert_subscription(contact, topic, state, now)
     elif subscription.state == state:
         return False
     else:
@@ -125,6 +152,22 @@ def set_state(
         set_committed_value(subscription, "updated_at", now)
     _log(contact, ConsentSubject.TOPIC, state.value, source, note, topic)
     return True
+
+
+def set_state(
+    contact: Contact, topic: Topic, state: SubscriptionState, source: ConsentSource,
+    note: str | None = None,
+) -> bool:
+    """Move one subscription to `state`, logging the change; False when it was already there.
+
+    Written at once; the contact's loaded subscriptions show the change as committed state.
+    A first row for the topic that a concurrent request makes meanwhile is moved like any row
+    that existed.
+    """
+    try:
+        return _set_state(contact, topic, state, source, note)
+    except _RowAppeared:
+        return _set_state(contact, topic, state, source, note)  # now an update of that row
 
 
 def request_subscriptions(
@@ -156,32 +199,43 @@ def request_subscriptions(
         with db.session.no_autoflush:
             marked = bool(suppressions.marks(contact.address_hash))
     for topic in topics:
-        current = subscription_for(contact, topic)
-        if current is not None and current.state == SubscriptionState.SUBSCRIBED:
-            outcome.states[topic.slug] = current.state
-            continue
-        if (
-            kind is RequestKind.IMPORTED
-            and current is not None
-            and current.state == SubscriptionState.UNSUBSCRIBED
-        ):
-            outcome.states[topic.slug] = current.state
-            outcome.kept_unsubscribed.append(topic.slug)
-            continue
-        # Someone who unsubscribed from the topic gets back in only by confirming
-        # themselves: a calling service re-sending its whole list must not undo it.
-        unsubscribed = current is not None and current.state == SubscriptionState.UNSUBSCRIBED
-        needs_confirmation = (
-            marked
-            or kind is RequestKind.UNVERIFIED
-            or (kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed))
-        )
-        state = SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
-        set_state(contact, topic, state, source, note)
-        outcome.states[topic.slug] = state
-        if needs_confirmation:
-            outcome.needs_confirmation.append(topic)
+        try:
+            _ask(contact, topic, outcome, marked=marked, kind=kind, source=source, note=note)
+        except _RowAppeared:
+            # A concurrent request made the first row for the topic after we read none: ask
+            # again, as for a row that was there (it may be subscribed, or unsubscribed).
+            _ask(contact, topic, outcome, marked=marked, kind=kind, source=source, note=note)
     return outcome
+
+
+def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked: bool,
+         kind: RequestKind, source: ConsentSource, note: str | None) -> None:
+    """Ask for one subscription (see request_subscriptions), recording it in `outcome`."""
+    current = subscription_for(contact, topic)
+    if current is not None and current.state == SubscriptionState.SUBSCRIBED:
+        outcome.states[topic.slug] = current.state
+        return
+    if (
+        kind is RequestKind.IMPORTED
+        and current is not None
+        and current.state == SubscriptionState.UNSUBSCRIBED
+    ):
+        outcome.states[topic.slug] = current.state
+        outcome.kept_unsubscribed.append(topic.slug)
+        return
+    # Someone who unsubscribed from the topic gets back in only by confirming
+    # themselves: a calling service re-sending its whole list must not undo it.
+    unsubscribed = current is not None and current.state == SubscriptionState.UNSUBSCRIBED
+    needs_confirmation = (
+        marked
+        or kind is RequestKind.UNVERIFIED
+        or (kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed))
+    )
+    state = SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
+    _set_state(contact, topic, state, source, note)
+    outcome.states[topic.slug] = state
+    if needs_confirmation:
+        outcome.needs_confirmation.append(topic)
 
 
 def unsubscribe(

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -16,14 +16,14 @@ from mailer.consent import services as consent
 from mailer.consent.models import ConsentEvent, ConsentSource, SubscriptionState
 from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
-from mailer.database import utcnow
+from mailer.database import SQLITE_BUSY_TIMEOUT_MS, truncate_sqlite_wal, utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import attach_inserted, autoflush, db
 from mailer.messages import services as outbox
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 from mailer.topics.models import Topic
-from mailer.topics.services import topics_by_slug
+from mailer.topics.services import in_order, topics_by_slug
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_NAME = 64
@@ -90,14 +90,22 @@ _LOOKUP = (
     .where(Contact.email == bindparam("email"))
     .options(selectinload(Contact.subscriptions))
 )
-_TOPICS = select(Topic).where(Topic.slug.in_(bindparam("slugs", expanding=True)))
 _INSERT: dict[str, Any] = {}
-# Whether the address is known, and whether it has a mark, in one round trip (a new address,
-# the common case, needs nothing else read).
+# Whether the address is known, and whether it has a mark, in one row (a new address, the
+# common case, needs nothing else read)...
 _contacts = Contact.__table__
-_PROBE = select(
-    select(_contacts.c.id).where(_contacts.c.email == bindparam("email")).scalar_subquery(),
-    suppressions.is_marked(bindparam("address_hash")),
+_KNOWN = select(
+    select(_contacts.c.id).where(_contacts.c.email == bindparam("email"))
+    .scalar_subquery().label("contact_id"),
+    suppressions.is_marked(bindparam("address_hash")).label("marked"),
+)
+# ...and with the topics asked for, in the same round trip: that row joined to each topic of
+# the slugs (a row per topic found; one row, with no topic, when none is).
+_known = _KNOWN.subquery("known")
+_KNOWN_AND_TOPICS = (
+    select(_known.c.contact_id, _known.c.marked, Topic)
+    .select_from(_known)
+    .outerjoin(Topic, Topic.slug.in_(bindparam("slugs", expanding=True)))
 )
 
 
@@ -106,15 +114,20 @@ def _lookup(email: str) -> Contact | None:
     return db.session.scalar(_LOOKUP, {"email": email})
 
 
-def _topics(slugs: list[str] | tuple[str, ...]) -> list[Topic]:
-    """The topics of these slugs, in order; topics_by_slug() reports any unknown one."""
+def _probe(email: str, address_hash: str, slugs: list[str] | tuple[str, ...]
+           ) -> tuple[int | None, bool, list[Topic]]:
+    """The contact id of a normalized address (None when new), whether the address has a
+    mark, and the topics of the slugs in order, in one statement; an unknown slug raises
+    ValidationFailed naming `topics`, as topics_by_slug() does."""
+    params: dict[str, Any] = {"email": email, "address_hash": address_hash}
     wanted = list(dict.fromkeys(slugs))
     if not wanted:
-        return []
-    found = {topic.slug: topic for topic in db.session.scalars(_TOPICS, {"slugs": wanted})}
-    if len(found) < len(wanted):
-        return list(topics_by_slug(wanted).values())  # raises, naming the unknown slugs
-    return [found[slug] for slug in wanted]
+        contact_id, marked = db.session.execute(_KNOWN, params).one()
+        return contact_id, bool(marked), []
+    rows = db.session.execute(_KNOWN_AND_TOPICS, {**params, "slugs": wanted}).all()
+    topics = in_order(wanted, (topic for _id, _marked, topic in rows if topic is not None))
+    contact_id, marked, _topic = rows[0]
+    return contact_id, bool(marked), list(topics.values())
 
 
 _NEW_CONTACT_COLUMNS = ("email", "address_hash", "attributes", "source", "partner_sharing",
@@ -151,7 +164,7 @@ def _insert_new(email: str, address_hash: str, *, attributes: dict[str, Any],
         return None
     # The row holds exactly these values: make it the session's persistent object without
     # reading it back (the ORM's own INSERT ... RETURNING path costs twice as much).
-    contact = attach_inserted(Contact(id=new_id, **values))
+    contact = attach_inserted(Contact, {"id": new_id, **values})
     # A new contact has no subscriptions: say so, rather than have them loaded.
     set_committed_value(contact, "subscriptions", [])
     return contact
@@ -180,16 +193,12 @@ def upsert(
     rest goes out with the caller's next flush or commit.
     """
     normalized = email if email_is_normalized else _normalize(email)
-    wanted_topics = _topics(topics)
-    if attributes is not None:
-        check_attributes(attributes)
-
     # The contact's address_hash is this very hash: both come from the normal form.
     address_hash = addresses.keyed_hash(normalized)
     autoflush()  # what the caller has pending is read too, as by an ORM query
-    contact_id, marked = db.session.execute(
-        _PROBE, {"email": normalized, "address_hash": address_hash}).one()
-    marked = bool(marked)
+    contact_id, marked, wanted_topics = _probe(normalized, address_hash, topics)
+    if attributes is not None:
+        check_attributes(attributes)
     contact = _lookup(normalized) if contact_id is not None else None
     created = False
     for _attempt in range(3):
@@ -318,12 +327,6 @@ def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API) -> Non
 
 
 def checkpoint_after_erasure() -> None:
-    """Push SQLite's write-ahead log into the main file and empty it.
-
-    With `secure_delete` on, deleted rows are zeroed in the main file, but older
-    copies of the pages can linger in the WAL until a checkpoint: truncating it
-    leaves no plaintext of an erased address on disk. Call after the commit.
-    """
-    if db.engine.dialect.name == "sqlite":
-        with db.engine.connect() as connection:
-            connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    """Leave no older copy of an erased contact's pages in SQLite's write-ahead log (with
+    `secure_delete` on, the main file keeps none). Call after the commit."""
+    truncate_sqlite_wal(db.engine, wait_seconds=SQLITE_BUSY_TIMEOUT_MS / 1000)

@@ -111,7 +111,7 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
     # Written with Core and handed to the session as the row it is: the ORM's flush of one
     # new object costs several times the INSERT.
     message_id = db.session.execute(_INSERT_MESSAGE, values).scalar_one()
-    message = attach_inserted(Message(id=message_id, **values))
+    message = attach_inserted(Message, {"id": message_id, **values})
     # As before: what the caller added to the session goes out now too.
     db.session.flush()
     return message

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import current_app
+import logging
+from collections.abc import Callable
+
+from flask import Response, current_app
 from sqlalchemy import select
 
 from mailer import addresses
@@ -11,6 +14,8 @@ from mailer.contacts.models import Contact
 from mailer.extensions import db
 from mailer.messages.compose import preferences_token
 from mailer.messages.services import RecipientSuppressed, SendRequest, accept
+
+log = logging.getLogger(__name__)
 
 
 def send_preference_link(email: str) -> None:
@@ -32,3 +37,25 @@ def send_preference_link(email: str) -> None:
                                data={"preferences_url": url}, category=Category.CONFIRMATION))
     except RecipientSuppressed:
         return
+
+
+def after_the_answer(response: Response, work: Callable[[str], None], email: str) -> Response:
+    """Do `work(email)` once `response` has gone out to the visitor, then commit.
+
+    For work whose cost depends on whether the address is known: done before the
+    answer, the answer's timing would tell what its text does not. The WSGI server
+    runs this when it closes the response, in an app context of its own.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                work(email)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                log.exception("work after the answer failed (%s)", work.__name__)
+
+    response.call_on_close(run)
+    return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer.errors import Conflict, ValidationFailed
@@ -39,16 +39,29 @@ def create_topic(
     return topic
 
 
+# Built once: topics are read on every contact request, and building and keying the
+# statement each time cost about as much as running it.
+_BY_SLUGS = select(Topic).where(Topic.slug.in_(bindparam("slugs", expanding=True)))
+
+
 def topics_by_slug(slugs: Iterable[str], field: str = "topics") -> dict[str, Topic]:
     """Map each slug to its topic; any unknown slug raises ValidationFailed naming `field`."""
     wanted = list(dict.fromkeys(slugs))
     if not wanted:
         return {}
-    found = {t.slug: t for t in db.session.scalars(select(Topic).where(Topic.slug.in_(wanted)))}
-    unknown = [slug for slug in wanted if slug not in found]
+    return in_order(wanted, db.session.scalars(_BY_SLUGS, {"slugs": wanted}), field)
+
+
+def in_order(wanted: Iterable[str], found: Iterable[Topic], field: str = "topics"
+             ) -> dict[str, Topic]:
+    """Map each wanted slug, in order, to its topic among `found` (the topics read for them);
+    a slug with none raises ValidationFailed naming `field` and every unknown slug."""
+    by_slug = {topic.slug: topic for topic in found}
+    wanted = list(dict.fromkeys(wanted))
+    unknown = [slug for slug in wanted if slug not in by_slug]
     if unknown:
         raise ValidationFailed(
             "Unknown topic: " + ", ".join(unknown),
             fields={field: [f"Unknown topic: {slug}" for slug in unknown]},
         )
-    return {slug: found[slug] for slug in wanted}
+    return {slug: by_slug[slug] for slug in wanted}

@@ -486,6 +486,21 @@ def test_a_card_number_in_the_query_string_is_refused(client, auth):
     assert_envelope(response, 422, "card_number_refused")
 
 
+def test_a_card_number_as_the_idempotency_key_is_refused_and_nothing_stored(client, auth):
+    """The key is stored with the idempotency record, so it is checked like the body."""
+    from mailer.messages.models import IdempotencyRecord, Message
+
+    body = {"to": "buyer@example.com", "template": "receipt", "category": "transactional",
+            "data": {"order_number": "A-1", "items": [], "total": "1"}}
+    response = client.post("/api/v1/messages", json=body,
+                           headers={**auth, "Idempotency-Key": "4111-1111-1111-1111"})
+    error = assert_envelope(response, 422, "card_number_refused")
+    assert "Idempotency-Key" in error["fields"] and "4111" not in response.get_data(as_text=True)
+    assert committed(IdempotencyRecord) == committed(Message) == 0
+    fine = client.post("/api/v1/messages", json=body, headers={**auth, "Idempotency-Key": "A-1"})
+    assert fine.status_code == 202  # positive control: a key without one is kept
+
+
 def test_digits_that_fail_the_luhn_check_are_stored(client, auth):
     """Positive control for the refusals above: the guard does not refuse every long number."""
     response = client.post(

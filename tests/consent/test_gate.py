@@ -105,3 +105,40 @@ def test_quarantine_age_comes_from_the_mark(make_topic):
     assert utcnow() - suppressions.suppressions_of(address_hash)[0].created_at < dt.timedelta(
         minutes=1
     )
+
+
+def test_the_daily_confirmation_cap_counts_the_outbox_of_the_last_day():
+    from sqlalchemy import insert
+
+    from mailer.extensions import db
+    from mailer.messages.models import Message
+
+    address_hash = addresses.hash_of("ann@example.com")
+    other_hash = addresses.hash_of("bob@example.com")
+    now = utcnow()
+
+    def confirmation(status: str, *, hours_ago: float = 0, to: str = address_hash) -> None:
+        at = now - dt.timedelta(hours=hours_ago)
+        db.session.execute(insert(Message.__table__).values(
+            public_id=f"{len(made):032x}", category="confirmation", template="confirm",
+            data={}, to_address=None, address_hash=to, status=status, attempts=0,
+            created_at=at, updated_at=at))
+        made.append(status)
+
+    made: list[str] = []
+    confirmation("sent", hours_ago=1)
+    confirmation("queued")
+    # Not counted: withheld or cancelled mail, mail older than a day, another address's.
+    confirmation("suppressed")
+    confirmation("cancelled")
+    confirmation("sent", hours_ago=25)
+    confirmation("sent", to=other_hash)
+    db.session.flush()
+    requests = [gate.Request(address_hash, Category.CONFIRMATION),
+                gate.Request(other_hash, Category.CONFIRMATION)]
+    assert [d.allowed for d in gate.check_many(requests, stage=Stage.ACCEPT)] == [True, True]
+    confirmation("deferred")
+    db.session.flush()
+    assert gate.check(address_hash, Category.CONFIRMATION).reason == "confirmation_limit"
+    # The cap is a limit of accepting: a confirmation already accepted is delivered.
+    assert gate.check(address_hash, Category.CONFIRMATION, stage=Stage.DELIVERY).allowed

@@ -1,0 +1,108 @@
+"""How many SQL statements the API's busiest requests send, and that they need no session cookie.
+
+Every statement is a round trip (on PostgreSQL) and costs the application about as much again
+in SQLAlchemy as the database spends running it: these requests are written to send as few
+as their work needs, and these tests keep them there. Each count is taken on the second
+request, after the API key is cached (as it is under load). Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import session
+from flask.sessions import NullSession
+from sqlalchemy import event
+
+from mailer.extensions import db
+
+CONTACTS = "/api/v1/contacts"
+MESSAGES = "/api/v1/messages"
+RECEIPT = {"order_number": "A-17", "items": [{"qty": 1, "name": "Guitar", "price": "€399"}],
+           "total": "€399"}
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL sent meanwhile, in order (commit and rollback are not statements here)."""
+    sent: list[str] = []
+
+    def keep(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:
+        sent.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", keep)
+
+
+def create(client, auth, email: str, topics: list[str]) -> int:
+    response = client.post(CONTACTS, headers=auth, json={
+        "email": email, "topics": topics, "source": "checkout",
+        "attributes": {"country": "DE"}})
+    return response.status_code
+
+
+def test_a_new_contact_with_a_topic_takes_four_statements(client, auth, make_topic):
+    make_topic("news", double_opt_in=False)
+    assert create(client, auth, "first@example.com", ["news"]) == 201
+    with statements() as sent:
+        assert create(client, auth, "ann@example.com", ["news"]) == 201
+    # One read (is the address known or marked, and the topics), then the contact, its
+    # subscription and the consent event, each written once.
+    assert len(sent) == 4, sent
+    assert sent[0].startswith("SELECT") and "topics" in sent[0], sent
+    assert [s.split("(")[0].split()[2] for s in sent[1:]] == [
+        "contacts", "subscriptions", "consent_events"], sent
+
+
+def test_a_new_contact_without_topics_takes_two_statements(client, auth):
+    assert create(client, auth, "first@example.com", []) == 201
+    with statements() as sent:
+        assert create(client, auth, "ann@example.com", []) == 201
+    assert len(sent) == 2, sent
+    assert sent[0].startswith("SELECT") and "topics" not in sent[0], sent
+
+
+def test_an_unknown_topic_is_found_out_by_the_one_read(client, auth, make_topic):
+    make_topic("news", double_opt_in=False)
+    assert create(client, auth, "first@example.com", ["news"]) == 201
+    with statements() as sent:
+        assert create(client, auth, "ann@example.com", ["news", "nope"]) == 422
+    assert len(sent) == 1 and sent[0].startswith("SELECT"), sent
+
+
+def test_a_transactional_send_takes_two_statements(client, auth):
+    body = {"to": "buyer@example.com", "template": "receipt", "data": RECEIPT,
+            "category": "transactional"}
+    assert client.post(MESSAGES, json=body, headers=auth).status_code == 202
+    with statements() as sent:
+        response = client.post(MESSAGES, json={**body, "to": "other@example.com"}, headers=auth)
+    assert response.status_code == 202
+    # The recipient's marks (the consent gate), then the outbox row.
+    assert len(sent) == 2, sent
+    assert sent[0].startswith("SELECT") and "suppressions" in sent[0], sent
+    assert sent[1].startswith("INSERT INTO messages"), sent
+
+
+def test_api_requests_open_no_cookie_session(app, client, auth, make_topic):
+    # Opening (and saving) the signed-cookie session costs every request it is opened for.
+    with app.test_request_context(CONTACTS, method="POST"):
+        assert isinstance(session._get_current_object(), NullSession)
+    with app.test_request_context("/subscribe"):
+        assert not isinstance(session._get_current_object(), NullSession)
+    make_topic("news", double_opt_in=False)
+    client.set_cookie("session", "not-a-valid-signed-session")
+    response = client.post(CONTACTS, headers=auth, json={"email": "ann@example.com",
+                                                         "topics": ["news"]})
+    assert response.status_code == 201
+    assert "Set-Cookie" not in response.headers
+
+
+def test_pages_still_get_their_session_cookie(client):
+    # The signup page's form carries a CSRF token kept in the cookie session.
+    response = client.get("/subscribe")
+    assert response.status_code == 200
+    assert "session=" in response.headers.get("Set-Cookie", "")
