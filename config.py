@@ -7,39 +7,237 @@ configuration object from `os.environ` (or a mapping given for tests), and
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 DEV_SMTP_URL = "smtp://127.0.0.1:8025"
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
+class ConfigError(ValueError):
+    """A setting is wrong; the message is one line naming the variable and what is wrong.
+
+    wsgi.py turns it into that one line on standard error and exit status 2, so the web app,
+    the worker and every `flask --app wsgi ...` command refuse to start without a traceback.
+    """
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# A DKIM selector is one or more DNS labels (RFC 6376 3.1); a domain is a host name.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"(?i){_LABEL}(?:\.{_LABEL})*")
+
+
+def _flag(value: str | None, default: bool, name: str = "the flag") -> bool:
+    # Anything but a known spelling is refused: "maybe" once meant "on", silently.
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() not in {"0", "false", "no", "off"}
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *,
+           minimum: float | None = None, positive: bool = False) -> float:
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {raw!r}")
+    if positive and not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    if minimum is not None and not minimum <= value < math.inf:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _text(env: Mapping[str, str], name: str, *, lines: bool = False) -> str | None:
+    """The trimmed value, or None when unset; control characters (a line break in a header,
+    an escape sequence in a log) are refused, line breaks only where `lines` allows them."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    allowed = "\n\r\t" if lines else ""
+    if not all(c.isprintable() or c in allowed for c in value):
+        what = "control characters" if lines else "line breaks or control characters"
+        raise ConfigError(f"{name} must be plain text without {what}")
+    return value
+
+
+def _origin_url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """An http(s) URL with a host and optionally a path, without a trailing slash: links in
+    mails are built by appending paths to it, so anything else makes links that cannot work."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018  (raises ValueError on a port that is no number)
+    except ValueError:
+        raise ConfigError(f"{name} must be an http:// or https:// URL like "
+                          f"https://shop.example, got {raw!r}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL with a host, like "
+                          f"https://shop.example, got {raw!r}")
+    if parts.query or parts.fragment or parts.username is not None or any(
+            c.isspace() or not c.isprintable() for c in raw):
+        raise ConfigError(f"{name} must be a plain origin (and path): no user, ?query, "
+                          f"#fragment or spaces; got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _from_address(env: Mapping[str, str], name: str) -> str | None:
+    """`Name <addr@domain>` or `addr@domain`; a bad one would pass accept and fail every mail."""
+    from email.utils import getaddresses
+
+    from email_validator import EmailNotValidError, validate_email
+
+    value = _text(env, name)
+    if value is None:
+        return None
+    found = getaddresses([value])
+    address = found[0][1] if len(found) == 1 else ""
+    problem = "" if address else "it holds no single address"
+    if address:
+        local, _, domain = address.rpartition("@")
+        try:
+            validate_email(address, check_deliverability=False)
+        except EmailNotValidError as exc:
+            # A relay for local delivery only may take user@localhost; nothing else lacks a dot.
+            if not (local and domain.lower() == "localhost"):
+                problem = str(exc)
+    if problem:
+        raise ConfigError(f"{name} must be an address like 'Shop <news@shop.example>' or "
+                          f"news@shop.example, got {value!r}: {problem}")
+    return value
+
+
+def _smtp_url(env: Mapping[str, str], name: str, default: str) -> str:
+    # The worker's own parser, so what starts is what the worker can use; its messages
+    # name the setting and never echo the URL (it may hold a password).
+    from mailer.delivery.transport import SmtpSettings
+
+    url = (env.get(name) or "").strip() or default
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("memory", "console"):
+        return url
+    if scheme not in ("smtp", "smtps"):
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise ConfigError(f"{name} must start with smtp://, smtps://, memory:// or console://, "
+                          f"not {shown}")
+    try:
+        SmtpSettings.from_url(url)
     except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        raise ConfigError(str(exc)) from None
+    return url
+
+
+def _directory(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise ConfigError(f"{name} must be an existing directory, got {value!r}")
+    return value
+
+
+def _dkim(env: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """Key file, selector and domain: all three or none, the key a readable PEM private key."""
+    names = ("MAILER_DKIM_KEY_FILE", "MAILER_DKIM_SELECTOR", "MAILER_DKIM_DOMAIN")
+    key_file, selector, domain = ((env.get(n) or "").strip() or None for n in names)
+    given = [key_file, selector, domain]
+    if not any(given):
+        return None, None, None
+    if not all(given):
+        missing = [n for n, v in zip(names, given, strict=True) if not v]
+        raise ConfigError(f"DKIM needs all three settings; missing: {', '.join(missing)}")
+    assert key_file is not None and selector is not None and domain is not None
+    try:
+        pem = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"MAILER_DKIM_KEY_FILE cannot be read ({exc.strerror}): "
+                          f"{key_file!r}") from None
+    import dkim.crypto
+
+    try:
+        dkim.crypto.parse_pem_private_key(pem)
+    except Exception:  # dkimpy raises several types for a file that is no key
+        raise ConfigError(f"MAILER_DKIM_KEY_FILE holds no PEM private key: {key_file!r}") from None
+    for name, value in (("MAILER_DKIM_SELECTOR", selector), ("MAILER_DKIM_DOMAIN", domain)):
+        if not _DNS_NAME.fullmatch(value):
+            raise ConfigError(f"{name} must be a DNS name like 'mail' or 'shop.example', "
+                              f"got {value!r}")
+    return key_file, selector, domain
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    # Flask-Limiter only logs a limit it cannot parse and then limits nothing.
+    import limits
+
+    value = (env.get(name) or "").strip() or default
+    try:
+        limits.parse_many(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be limits like '10 per minute; 100 per day', "
+                          f"got {value!r}") from None
+    return value
+
+
+def _storage_url(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits.storage import SCHEMES
+
+    value = (env.get(name) or "").strip() or default
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    # Flask-Limiter counts synchronously: the async+ storages are not for it.
+    known = sorted(s for s in SCHEMES if not s.startswith("async+"))
+    if scheme not in known:
+        raise ConfigError(f"{name} must be memory:// or a storage URL like "
+                          f"redis://host:6379 (schemes: {', '.join(known)}), got "
+                          f"{(scheme + '://') if scheme else 'no scheme'}")
+    # The storage's client library, which Flask-Limiter would miss only with a traceback.
+    import importlib.util
+
+    module = {"redis": "redis", "rediss": "redis", "valkey": "valkey", "valkeys": "valkey",
+              "memcached": "pymemcache", "mongodb": "pymongo"}.get(scheme.split("+")[0])
+    if module and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{name} uses {scheme}://, which needs the Python package "
+                          f"{module!r}; install it or use memory://")
+    return value
+
+
+def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or "").strip().upper() or default
+    levels = [n for n in logging.getLevelNamesMapping() if n not in ("WARN", "FATAL")]
+    if value not in logging.getLevelNamesMapping():
+        raise ConfigError(f"{name} must be one of {', '.join(levels)}, got {value!r}")
+    return value
 
 
 class Config:
@@ -99,35 +297,42 @@ class Config:
             key.strip() for key in env.get("MAILER_SECRET_KEYS", "").split(",") if key.strip()
         ]
         config.MAILER_ADDRESS_HASH_KEY = env.get("MAILER_ADDRESS_HASH_KEY") or None
-        config.MAILER_BASE_URL = (env.get("MAILER_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        config.MAILER_SMTP_URL = env.get("MAILER_SMTP_URL") or DEV_SMTP_URL
-        config.MAILER_FROM = env.get("MAILER_FROM") or None
-        config.MAILER_POSTAL_ADDRESS = env.get("MAILER_POSTAL_ADDRESS") or None
-        config.MAILER_TEMPLATE_DIR = env.get("MAILER_TEMPLATE_DIR") or None
-        config.MAILER_RETRY_BACKOFF = _float(env, "MAILER_RETRY_BACKOFF", 60.0)
-        config.MAILER_DKIM_KEY_FILE = env.get("MAILER_DKIM_KEY_FILE") or None
-        config.MAILER_DKIM_SELECTOR = env.get("MAILER_DKIM_SELECTOR") or None
-        config.MAILER_DKIM_DOMAIN = env.get("MAILER_DKIM_DOMAIN") or None
-        config.MAILER_RATELIMIT_ENABLED = _flag(env.get("MAILER_RATELIMIT_ENABLED"), True)
+        config.MAILER_BASE_URL = _origin_url(env, "MAILER_BASE_URL", DEFAULT_BASE_URL)
+        config.MAILER_SMTP_URL = _smtp_url(env, "MAILER_SMTP_URL", DEV_SMTP_URL)
+        config.MAILER_FROM = _from_address(env, "MAILER_FROM")
+        config.MAILER_POSTAL_ADDRESS = _text(env, "MAILER_POSTAL_ADDRESS", lines=True)
+        config.MAILER_TEMPLATE_DIR = _directory(env, "MAILER_TEMPLATE_DIR")
+        config.MAILER_RETRY_BACKOFF = _float(env, "MAILER_RETRY_BACKOFF", 60.0, positive=True)
+        (config.MAILER_DKIM_KEY_FILE, config.MAILER_DKIM_SELECTOR,
+         config.MAILER_DKIM_DOMAIN) = _dkim(env)
+        config.MAILER_RATELIMIT_ENABLED = _flag(env.get("MAILER_RATELIMIT_ENABLED"), True,
+                                                "MAILER_RATELIMIT_ENABLED")
         config.MAILER_MAX_RATE = _float(env, "MAILER_MAX_RATE", 0.0)
-        config.MAILER_SMTP_CONNECTIONS = _int(env, "MAILER_SMTP_CONNECTIONS", 4)
-        config.MAILER_MAX_ATTEMPTS = _int(env, "MAILER_MAX_ATTEMPTS", 10)
-        config.MAILER_WORKER_LEASE = _float(env, "MAILER_WORKER_LEASE", 30.0)
-        config.MAILER_WORKER_BATCH = _int(env, "MAILER_WORKER_BATCH", 200)
-        config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600)
-        config.MAILER_BRAND_NAME = env.get("MAILER_BRAND_NAME") or "mailer"
+        # A negative or endless rate would silently mean "no limit"; say so instead.
+        if not 0 <= config.MAILER_MAX_RATE < float("inf"):
+            raise ConfigError(f"MAILER_MAX_RATE must be 0 (no limit) or a positive number of "
+                             f"messages per second, got {config.MAILER_MAX_RATE!r}")
+        config.MAILER_SMTP_CONNECTIONS = _int(env, "MAILER_SMTP_CONNECTIONS", 4, minimum=1)
+        config.MAILER_MAX_ATTEMPTS = _int(env, "MAILER_MAX_ATTEMPTS", 10, minimum=1)
+        # Under a second, a lease could lapse between its renewals and a second worker take
+        # the same mail.
+        config.MAILER_WORKER_LEASE = _float(env, "MAILER_WORKER_LEASE", 30.0, minimum=1)
+        config.MAILER_WORKER_BATCH = _int(env, "MAILER_WORKER_BATCH", 200, minimum=1)
+        config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600,
+                                             minimum=1)
+        config.MAILER_BRAND_NAME = _text(env, "MAILER_BRAND_NAME") or "mailer"
         config.MAILER_BRAND_COLOR = env.get("MAILER_BRAND_COLOR") or "#1d4ed8"
         # It is written into the pages' CSS: only a plain colour may pass.
         if not re.fullmatch(r"#[0-9a-fA-F]{3,8}", config.MAILER_BRAND_COLOR):
-            raise ValueError(f"MAILER_BRAND_COLOR must be a hex colour like #1d4ed8, "
+            raise ConfigError(f"MAILER_BRAND_COLOR must be a hex colour like #1d4ed8, "
                              f"got {config.MAILER_BRAND_COLOR!r}")
-        config.MAILER_SHOP_URL = (env.get("MAILER_SHOP_URL") or "").rstrip("/") or None
-        config.MAILER_REFERRAL_DAILY_CAP = _int(env, "MAILER_REFERRAL_DAILY_CAP", 5)
-        config.MAILER_RATELIMIT_STORAGE_URL = env.get("MAILER_RATELIMIT_STORAGE_URL") or "memory://"
-        config.MAILER_PAGE_RATE_LIMIT = (
-            env.get("MAILER_PAGE_RATE_LIMIT") or "10 per minute; 100 per day"
-        )
-        config.MAILER_LOG_LEVEL = (env.get("MAILER_LOG_LEVEL") or "INFO").upper()
+        config.MAILER_SHOP_URL = _origin_url(env, "MAILER_SHOP_URL", None)
+        config.MAILER_REFERRAL_DAILY_CAP = _int(env, "MAILER_REFERRAL_DAILY_CAP", 5, minimum=0)
+        config.MAILER_RATELIMIT_STORAGE_URL = _storage_url(env, "MAILER_RATELIMIT_STORAGE_URL",
+                                                           "memory://")
+        config.MAILER_PAGE_RATE_LIMIT = _rate_limit(env, "MAILER_PAGE_RATE_LIMIT",
+                                                    "10 per minute; 100 per day")
+        config.MAILER_LOG_LEVEL = _log_level(env, "MAILER_LOG_LEVEL", "INFO")
         return config
 
 
@@ -174,5 +379,6 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
     try:
         config_class = CONFIGS[name]
     except KeyError as exc:
-        raise ValueError(f"MAILER_ENV must be one of {sorted(CONFIGS)}, got {name!r}") from exc
+        raise ConfigError(f"MAILER_ENV must be one of {', '.join(CONFIGS)}, "
+                          f"got {name!r}") from exc
     return config_class.from_env(env)

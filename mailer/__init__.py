@@ -42,6 +42,9 @@ def create_app(config: Any = None) -> Flask:
     errors.register_error_handlers(app)
     cli.register(app)
     health.register(app)
+    from mailer import installation
+
+    installation.register(app)
     from mailer.pages import routes as pages
 
     pages.register(app)

@@ -17,6 +17,18 @@ from mailer.extensions import db
 mailer_cli = AppGroup("mailer", help="Operate the mailer service.")
 
 
+def _check_installation() -> None:
+    """Refuse to run, in one line and exit status 2 like any wrong setting, when the
+    address-hash key is not the database's (see mailer.installation)."""
+    from mailer.installation import AddressHashKeyChanged, check
+
+    try:
+        check()
+    except AddressHashKeyChanged as exc:
+        click.echo(f"mailer: configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
 @mailer_cli.command("create-api-key")
 @click.argument("name")
 @click.option(
@@ -25,6 +37,15 @@ mailer_cli = AppGroup("mailer", help="Operate the mailer service.")
 )
 def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key; the key is printed alone on the last line and never stored."""
+    # The name is how an operator tells keys apart (and revokes the right one); the column
+    # holds 100 characters, and PostgreSQL would refuse more with a traceback.
+    name = name.strip()
+    problem = ("must not be empty" if not name
+               else "must be at most 100 characters" if len(name) > 100
+               else "must be one line of printable text" if not name.isprintable() else "")
+    if problem:
+        click.echo(f"Error: the key's NAME {problem}.", err=True)
+        raise SystemExit(2)
     row, key = apikeys.issue(name, list(scopes))
     db.session.commit()
     click.echo(f"API key {row.id} '{name}' with scopes: {' '.join(row.scopes)}")
@@ -66,6 +87,7 @@ def _count_lines(path: Path) -> int:
 @click.option("--source", required=True, help="Where the consent was collected (kept in the log).")
 def import_contacts(file: Path, topic: str, source: str) -> None:
     """Import consented contacts from FILE.csv (header row with an 'email' column)."""
+    _check_installation()
     try:
         with file.open(newline="", encoding="utf-8-sig") as handle, click.progressbar(
             length=_count_lines(file), label="Importing", file=sys.stderr
@@ -90,6 +112,7 @@ def worker() -> None:
     """Deliver queued mail until SIGTERM/SIGINT, then hand back what is held and exit 0."""
     from mailer.delivery.worker import run_worker
 
+    _check_installation()
     raise SystemExit(run_worker(current_app._get_current_object()))  # type: ignore[attr-defined]
 
 
@@ -102,6 +125,7 @@ def dev(host: str, port: int, smtp_port: int) -> None:
     """Web, worker and a capture SMTP server in one process, for a first look."""
     from mailer.devtools.server import serve
 
+    _check_installation()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"mailer: http://{host}:{port}/ (API /api/v1, captured mail /dev/mail/)")
     serve(app, host, port, smtp_port)

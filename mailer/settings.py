@@ -9,24 +9,54 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, current_app
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from config import ConfigError
 
 SECRET_FILE = "secret_keys"
 
 
-class SettingsError(RuntimeError):
-    """A setting is missing or wrong; the message names the variable."""
+class SettingsError(ConfigError):
+    """A setting is missing or wrong; the message is one line naming the variable.
+
+    A ConfigError, so wsgi.py reports it as one line and the service does not start.
+    """
 
 
 def _database_url(app: Flask) -> str:
-    url = app.config.get("MAILER_DATABASE_URL")
+    url = (app.config.get("MAILER_DATABASE_URL") or "").strip()
     if not url:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{Path(app.instance_path) / 'mailer.db'}"
     # Operators paste libpq URLs; SQLAlchemy needs the driver named.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
+            break
+    _check_database_url(url)
     return url
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot use now, rather than at the first request.
+
+    Messages never echo the URL: it may hold a password.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError("MAILER_DATABASE_URL is not a database URL; expected "
+                            "postgresql+psycopg://user@host/db or sqlite:///path") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise SettingsError(f"MAILER_DATABASE_URL names an unknown database kind "
+                            f"{parsed.drivername!r}; expected postgresql+psycopg:// or "
+                            f"sqlite://") from None
+    except ImportError as exc:
+        raise SettingsError(f"MAILER_DATABASE_URL needs the driver {exc.name or '?'!s}, which "
+                            f"is not installed; use postgresql+psycopg:// or sqlite://") from None
 
 
 def _development_keys(app: Flask) -> list[str]:

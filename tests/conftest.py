@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from config import TestConfig
-from mailer import create_app
+from mailer import create_app, installation
 from mailer.apikeys import services as apikeys
 from mailer.extensions import db
 
@@ -62,6 +62,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     application.instance_path = str(tmp_path_factory.mktemp("instance"))
     with application.app_context():
         reset_schema()
+        # The address-hash key check, once for the session: no test's first request pays it.
+        installation.check()
     yield application
     with application.app_context():
         db.engine.dispose()

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
 import pytest
 from sqlalchemy import select
 
@@ -9,7 +18,7 @@ from mailer.apikeys.models import ApiKey
 from mailer.consent.models import ConsentEvent
 from mailer.contacts.models import Contact
 from mailer.extensions import db
-from tests.processes import run_flask
+from tests.processes import run_flask, spawn_flask
 
 
 def test_create_api_key_prints_the_key_last_and_stores_only_its_hash(app, client):
@@ -115,3 +124,56 @@ def test_import_in_many_batches(app, tmp_path, make_topic):
     assert result.exit_code == 0, result.output
     assert importing.BATCH_SIZE < 650
     assert len(db.session.scalars(select(Contact.id)).all()) == 650
+
+
+@pytest.mark.parametrize(("name", "problem"),
+                         [("", "must not be empty"), ("   ", "must not be empty"),
+                          ("x" * 101, "must be at most 100 characters"),
+                          ("shop\tkey", "must be one line of printable text")])
+def test_create_api_key_refuses_a_bad_name_in_one_line(app, name, problem):
+    result = run_flask(app, "mailer", "create-api-key", name)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: the key's NAME {problem}."
+    assert result.stdout == ""
+    assert db.session.scalar(select(ApiKey)) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mailer_dev_logs_requests_without_the_client_ip_or_addresses(app):
+    port, smtp_port = _free_port(), _free_port()
+    process = spawn_flask(app, "mailer", "dev", "--port", str(port),
+                          "--smtp-port", str(smtp_port))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        for path in ("/api/v1/contacts/devtest@example.com",
+                     "/api/v1/contacts/devtest%40example.com/export",
+                     "/unsubscribe?email=devtest@example.com"):
+            # 401 without a key, 200 for the page: the log line is what counts.
+            with contextlib.suppress(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert "GET /api/v1/contacts/<address> 401" in output, output
+    assert "GET /api/v1/contacts/<address>/export 401" in output, output
+    assert "GET /unsubscribe?<query>" in output, output
+    assert "GET /healthz 200" in output, output
+    assert "devtest" not in output
+    assert not re.search(r"^127\.0\.0\.1 - - ", output, re.MULTILINE), output

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from config import config_from_env
+from config import ConfigError, config_from_env
 from mailer import create_app
 from mailer.settings import SettingsError
+from tests.conftest import config_for_tests
+from tests.processes import run_flask
 
 
 def test_every_setting_is_read_from_the_environment():
@@ -61,3 +65,218 @@ def test_libpq_urls_get_the_psycopg_driver(tmp_path):
 def test_brand_colour_must_be_a_plain_hex_colour(colour):
     with pytest.raises(ValueError, match="MAILER_BRAND_COLOR"):
         config_from_env({"MAILER_BRAND_COLOR": colour})
+
+
+# ------------------------------------------------------------------ validation at start
+
+# Every setting of the README's table with values that must be refused: (variable, value,
+# words the one-line message must hold).
+BAD_VALUES = [
+    ("MAILER_ENV", "prod", "MAILER_ENV"),
+    ("MAILER_BASE_URL", "notaurl", "MAILER_BASE_URL"),
+    ("MAILER_BASE_URL", "ftp://shop.example", "MAILER_BASE_URL"),
+    ("MAILER_BASE_URL", "https://", "MAILER_BASE_URL"),
+    ("MAILER_BASE_URL", "https://shop.example/?x=1", "MAILER_BASE_URL"),
+    ("MAILER_BASE_URL", "https://shop.example:port", "MAILER_BASE_URL"),
+    ("MAILER_SHOP_URL", "notaurl", "MAILER_SHOP_URL"),
+    ("MAILER_SHOP_URL", "https://user@shop.example", "MAILER_SHOP_URL"),
+    ("MAILER_SMTP_URL", "http://x:25", "MAILER_SMTP_URL"),
+    ("MAILER_SMTP_URL", "smtp://host:notaport", "MAILER_SMTP_URL"),
+    ("MAILER_SMTP_URL", "relay.example:25", "MAILER_SMTP_URL"),
+    ("MAILER_SMTP_URL", "smtp://relay.example?tls=1", "MAILER_SMTP_URL"),
+    ("MAILER_FROM", "not-an-address", "MAILER_FROM"),
+    ("MAILER_FROM", "Shop <news@>", "MAILER_FROM"),
+    ("MAILER_FROM", "a@shop.example, b@shop.example", "MAILER_FROM"),
+    ("MAILER_FROM", "Shop <news@shop.example>\nBcc: x@evil.example", "MAILER_FROM"),
+    ("MAILER_POSTAL_ADDRESS", "1 High St\x1b[31m", "MAILER_POSTAL_ADDRESS"),
+    ("MAILER_TEMPLATE_DIR", "/nonexistent", "MAILER_TEMPLATE_DIR"),
+    ("MAILER_RETRY_BACKOFF", "abc", "MAILER_RETRY_BACKOFF"),
+    ("MAILER_RETRY_BACKOFF", "-5", "MAILER_RETRY_BACKOFF"),
+    ("MAILER_RETRY_BACKOFF", "0", "MAILER_RETRY_BACKOFF"),
+    ("MAILER_RETRY_BACKOFF", "nan", "MAILER_RETRY_BACKOFF"),
+    ("MAILER_RETRY_BACKOFF", "inf", "MAILER_RETRY_BACKOFF"),
+    ("MAILER_DKIM_KEY_FILE", "/nonexistent", "MAILER_DKIM_SELECTOR"),  # all three or none
+    ("MAILER_DKIM_SELECTOR", "mail", "MAILER_DKIM_KEY_FILE"),
+    ("MAILER_RATELIMIT_ENABLED", "maybe", "MAILER_RATELIMIT_ENABLED"),
+    ("MAILER_MAX_RATE", "-1", "MAILER_MAX_RATE"),
+    ("MAILER_MAX_RATE", "fast", "MAILER_MAX_RATE"),
+    ("MAILER_SMTP_CONNECTIONS", "0", "MAILER_SMTP_CONNECTIONS"),
+    ("MAILER_SMTP_CONNECTIONS", "4.5", "MAILER_SMTP_CONNECTIONS"),
+    ("MAILER_MAX_ATTEMPTS", "0", "MAILER_MAX_ATTEMPTS"),
+    ("MAILER_WORKER_LEASE", "0", "MAILER_WORKER_LEASE"),
+    ("MAILER_WORKER_LEASE", "0.5", "MAILER_WORKER_LEASE"),
+    ("MAILER_WORKER_BATCH", "-1", "MAILER_WORKER_BATCH"),
+    ("MAILER_CONFIRM_MAX_AGE", "-1", "MAILER_CONFIRM_MAX_AGE"),
+    ("MAILER_CONFIRM_MAX_AGE", "0", "MAILER_CONFIRM_MAX_AGE"),
+    ("MAILER_CONFIRM_MAX_AGE", "a week", "MAILER_CONFIRM_MAX_AGE"),
+    ("MAILER_BRAND_NAME", "Shop\r\nBcc: x@evil.example", "MAILER_BRAND_NAME"),
+    ("MAILER_BRAND_COLOR", "blue", "MAILER_BRAND_COLOR"),
+    ("MAILER_REFERRAL_DAILY_CAP", "-1", "MAILER_REFERRAL_DAILY_CAP"),
+    ("MAILER_PAGE_RATE_LIMIT", "garbage", "MAILER_PAGE_RATE_LIMIT"),
+    ("MAILER_RATELIMIT_STORAGE_URL", "bogus://", "MAILER_RATELIMIT_STORAGE_URL"),
+    ("MAILER_RATELIMIT_STORAGE_URL", "memory", "MAILER_RATELIMIT_STORAGE_URL"),
+    ("MAILER_LOG_LEVEL", "LOUD", "MAILER_LOG_LEVEL"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "named"), BAD_VALUES)
+def test_a_wrong_value_is_refused_in_one_line_naming_the_setting(name, value, named):
+    with pytest.raises(ConfigError) as caught:
+        config_from_env({name: value})
+    message = str(caught.value)
+    assert named in message
+    assert "\n" not in message
+
+
+# Values that must keep working, each alone beside the defaults.
+GOOD_VALUES = [
+    ("MAILER_ENV", "Production"),
+    ("MAILER_BASE_URL", "https://mail.shop.example/"),
+    ("MAILER_BASE_URL", "http://localhost:8080/mailer"),
+    ("MAILER_SHOP_URL", "https://Shop.Example/store"),
+    ("MAILER_SMTP_URL", "smtps://u:p%40ss@relay.example:465?timeout=10&verify=0&helo=mx.example"),
+    ("MAILER_SMTP_URL", "smtp://relay.example:587?starttls=1"),
+    ("MAILER_SMTP_URL", "memory://"),
+    ("MAILER_SMTP_URL", "console://"),
+    ("MAILER_FROM", "Shop <news@shop.example>"),
+    ("MAILER_FROM", '"Shop, Inc." <news@shop.example>'),
+    ("MAILER_FROM", "news@shop.example"),
+    ("MAILER_FROM", "mailer <mailer@localhost>"),
+    ("MAILER_POSTAL_ADDRESS", "Music Store\n1 High Street\n12345 Town"),
+    ("MAILER_RETRY_BACKOFF", "0.2"),
+    ("MAILER_RATELIMIT_ENABLED", "off"),
+    ("MAILER_RATELIMIT_ENABLED", "TRUE"),
+    ("MAILER_MAX_RATE", "0"),
+    ("MAILER_MAX_RATE", "12.5"),
+    ("MAILER_WORKER_LEASE", "2"),
+    ("MAILER_REFERRAL_DAILY_CAP", "0"),
+    ("MAILER_CONFIRM_MAX_AGE", "2"),
+    ("MAILER_PAGE_RATE_LIMIT", "5/minute"),
+    ("MAILER_LOG_LEVEL", "debug"),
+    ("MAILER_DATABASE_URL", "postgresql://u@h/db"),
+    ("MAILER_SECRET_KEYS", "a,b"),
+    ("MAILER_ADDRESS_HASH_KEY", "pinned"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), GOOD_VALUES)
+def test_a_valid_value_keeps_working(name, value):
+    config_from_env({name: value})
+
+
+def test_a_redis_storage_needs_its_client_library():
+    import importlib.util
+
+    env = {"MAILER_RATELIMIT_STORAGE_URL": "redis://cache.example:6379/0"}
+    if importlib.util.find_spec("redis") is not None:
+        config = config_from_env(env)
+        assert config.MAILER_RATELIMIT_STORAGE_URL.startswith("redis://")
+    else:  # Flask-Limiter would fail with a traceback at start
+        with pytest.raises(ConfigError, match="needs the Python package 'redis'"):
+            config_from_env(env)
+
+
+@pytest.mark.parametrize("env", ["development", "production", "test"])
+def test_every_environment_starts_with_its_defaults(env, tmp_path):
+    config = config_from_env({"MAILER_ENV": env})
+    assert config.MAILER_BASE_URL == "http://127.0.0.1:5000"
+    assert config.MAILER_PAGE_RATE_LIMIT == "10 per minute; 100 per day"
+    # The test configuration the suite itself runs on.
+    config_for_tests(f"sqlite:///{tmp_path}/x.db")
+
+
+def test_an_existing_template_dir_and_a_full_dkim_setting_are_accepted(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "dkim.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    dkim = {"MAILER_DKIM_KEY_FILE": str(pem), "MAILER_DKIM_SELECTOR": "mail",
+            "MAILER_DKIM_DOMAIN": "shop.example"}
+    config = config_from_env({"MAILER_TEMPLATE_DIR": str(tmp_path), **dkim})
+    assert str(tmp_path) == config.MAILER_TEMPLATE_DIR
+    assert str(pem) == config.MAILER_DKIM_KEY_FILE
+
+    not_a_key = tmp_path / "not-a-key.pem"
+    not_a_key.write_text("hello")
+    for broken, named in [({"MAILER_DKIM_KEY_FILE": str(not_a_key)}, "MAILER_DKIM_KEY_FILE"),
+                          ({"MAILER_DKIM_KEY_FILE": str(tmp_path / "gone.pem")},
+                           "MAILER_DKIM_KEY_FILE"),
+                          ({"MAILER_DKIM_DOMAIN": "shop example"}, "MAILER_DKIM_DOMAIN")]:
+        with pytest.raises(ConfigError, match=named):
+            config_from_env({**dkim, **broken})
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [("garbage", "not a database URL"),
+     ("foo://x", "unknown database kind"),
+     ("postgresql+nosuchdriver://u@h/db", "unknown database kind"),
+     ("mysql+nosuchdriver://u@h/db", "unknown database kind")],
+)
+def test_a_database_url_sqlalchemy_cannot_use_is_refused_at_start(url, words):
+    with pytest.raises(SettingsError, match=words) as caught:
+        create_app(config_from_env({"MAILER_DATABASE_URL": url, "MAILER_SECRET_KEYS": "k"}))
+    assert "MAILER_DATABASE_URL" in str(caught.value)
+
+
+# The real `flask --app wsgi` in a subprocess: one line on stderr, exit status 2, no traceback.
+CLI_CASES = [
+    ({"MAILER_BASE_URL": "notaurl"}, "MAILER_BASE_URL"),
+    ({"MAILER_FROM": "not-an-address"}, "MAILER_FROM"),
+    ({"MAILER_RETRY_BACKOFF": "abc"}, "MAILER_RETRY_BACKOFF"),
+    ({"MAILER_SMTP_URL": "http://x:25"}, "MAILER_SMTP_URL"),
+    ({"MAILER_DKIM_KEY_FILE": "/nonexistent", "MAILER_DKIM_SELECTOR": "mail",
+      "MAILER_DKIM_DOMAIN": "shop.example"}, "MAILER_DKIM_KEY_FILE"),
+    ({"MAILER_DATABASE_URL": "garbage"}, "MAILER_DATABASE_URL"),
+    ({"MAILER_ENV": "production", "MAILER_SECRET_KEYS": ""}, "MAILER_SECRET_KEYS"),
+    ({"MAILER_MAX_RATE": "-1"}, "MAILER_MAX_RATE"),
+]
+
+
+@pytest.mark.parametrize(("env", "named"), CLI_CASES)
+def test_the_cli_refuses_to_start_with_one_line_naming_the_setting(app, env, named):
+    result = run_flask(app, "mailer", "create-api-key", "shop", **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mailer: configuration error: ") and named in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_the_worker_refuses_to_start_too(app):
+    result = run_flask(app, "mailer", "worker", MAILER_WORKER_BATCH="-1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("mailer: configuration error: MAILER_WORKER_BATCH must be "
+                                     "at least 1, got '-1'")
+
+
+# ------------------------------------------------------------- the expired-link page
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(604800, "1 week"), (2, "2 seconds"), (1, "1 second"), (3600, "1 hour"),
+     (90000, "1 day and 1 hour"), (1209600, "2 weeks"),
+     (694861, "1 week, 1 day, 1 hour, 1 minute and 1 second")],
+)
+def test_the_expired_confirmation_page_says_how_long_links_work(app, client, monkeypatch,
+                                                                seconds, words):
+    from itsdangerous.timed import TimestampSigner
+
+    from mailer import tokens
+
+    # A token made longer ago than the setting allows.
+    made = int(time.time()) - seconds - 5
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: made)
+    token = tokens.sign(tokens.Purpose.CONFIRM, {"c": 1, "t": ["news"]})
+    monkeypatch.undo()
+    monkeypatch.setitem(app.config, "MAILER_CONFIRM_MAX_AGE", seconds)
+    page = client.get(f"/confirm/{token}")
+    assert page.status_code == 410
+    html = page.get_data(as_text=True)
+    assert f"Confirmation links work for {words}." in html
+    if seconds != 604800:
+        assert "a week" not in html

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 from flask import Flask
-from werkzeug.serving import run_simple
+from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from config import DEV_SMTP_URL
 from mailer.delivery.capture import CaptureServer
@@ -16,6 +19,51 @@ from mailer.delivery.transport import transport_from_url
 from mailer.delivery.worker import Worker
 
 log = logging.getLogger(__name__)
+request_log = logging.getLogger("werkzeug")
+
+# Anything shaped like an address, and long path segments (signed tokens carry a readable
+# payload), are masked in the request log.
+_ADDRESS = re.compile(r"[^\s/@\"'<>]+@[^\s/@\"'<>?#]+")
+_TOKEN_LENGTH = 32
+
+
+def mask_path(raw_path: str) -> str:
+    """The path with addresses and long tokens replaced, and no query string (a query can
+    carry an address too: `?email=...`)."""
+    path, has_query, _query = raw_path.partition("?")
+    segments = []
+    for segment in unquote(path).split("/"):
+        if _ADDRESS.search(segment):
+            segment = _ADDRESS.sub("<address>", segment)
+        elif len(segment) >= _TOKEN_LENGTH:
+            segment = "<token>"
+        segments.append(segment)
+    masked = "/".join(segments)
+    # Control characters could forge log lines.
+    masked = "".join(c if c.isprintable() else "?" for c in masked)
+    return masked + ("?<query>" if has_query else "")
+
+
+class RequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler with a request log that never names a person.
+
+    Werkzeug writes `127.0.0.1 - - [date] "GET /api/v1/contacts/ann@example.com HTTP/1.1"
+    200 -`: the client's IP next to an address, which the README promises never to log. This
+    writes `GET /api/v1/contacts/<address> 200`: method, masked path, status.
+    """
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        method = getattr(self, "command", None) or "-"
+        path = getattr(self, "path", None)
+        shown = mask_path(path) if path else "(unreadable request line)"
+        request_log.info("%s %s %s", method, shown, code)
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        # Errors (a bad request line, a dropped connection) quote the request line: mask
+        # addresses in them too, and leave out the client address werkzeug would prefix.
+        text = message % args if args else message
+        text = "".join(c if c.isprintable() else "?" for c in _ADDRESS.sub("<address>", text))
+        request_log.log(getattr(logging, type.upper(), logging.INFO), "%s", text)
 
 
 class WorkerThread(threading.Thread):
@@ -64,7 +112,8 @@ def serve(app: Flask, host: str, port: int, smtp_port: int) -> None:
     log.info("capture SMTP server on 127.0.0.1:%d; captured mail at /dev/mail/", smtp_port)
     try:
         # Not app.run(): Flask ignores it inside a `flask` command.
-        run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
+        run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True,
+                   request_handler=RequestHandler)
     finally:
         worker.stop()
         capture.stop()

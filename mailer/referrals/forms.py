@@ -16,6 +16,7 @@ class TellAFriendForm(FlaskForm):
         "Your name", validators=[DataRequired("Enter your name."),
                                  Length(max=services.MAX_SENDER_NAME)],
         render_kw={"maxlength": services.MAX_SENDER_NAME, "autocomplete": "name"},
+        description="Shown to your friend as you write it; no links.",
     )
     sender_email = EmailField(
         "Your email address", validators=[DataRequired("Enter your email address.")],
@@ -33,6 +34,7 @@ class TellAFriendForm(FlaskForm):
         "Item", validators=[DataRequired("Enter the item's name."),
                             Length(max=services.MAX_ITEM_NAME)],
         render_kw={"maxlength": services.MAX_ITEM_NAME},
+        description="No links: the link to the item goes below.",
     )
     item_url = URLField(
         "Link to the item", validators=[DataRequired("Enter the item's link."),

@@ -54,9 +54,21 @@ KEEP = max(FRIEND_INTERVAL, SENDER_WINDOW)  # rows older than this serve no limi
 SENDER_EMAIL, SENDER_NAME, RECIPIENT_EMAIL = "sender_email", "sender_name", "recipient_email"
 ITEM_NAME, ITEM_URL, NOTE = "item_name", "item_url", "note"
 
-# A link in the note would make the form a relay for arbitrary links (mail clients turn
-# text like this into links even in the plain-text part).
-_LINK_IN_TEXT = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.)")
+# A link in any free text (name, item name, note) would make the form a relay for arbitrary
+# links: the text goes into the Subject and both parts, and mail clients turn text like this
+# into links even in the plain-text part. Refused: anything with a scheme (`http://`,
+# `mailto:`, ...), `www.`, a host name followed by a path (`evil.example/win`), a bare host
+# name under a TLD that clients link on sight (`evil.com`), and an address. Obfuscated forms
+# ("evil dot com") are not links any client makes clickable.
+_COMMON_TLDS = ("com|net|org|info|biz|io|co|me|xyz|top|online|site|shop|store|click|link|app|"
+                "dev|ru|cn|tk|ml|ga|cf|gq|de|uk|fr|nl|eu|us|ly|to|gl|cc|ws|su")
+# Each label ends at its dot, so the search stays linear in the text's length. An address
+# (`x@evil.example`) counts too: clients make it a mailto: link.
+_LINK_IN_TEXT = re.compile(
+    rf"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.|(?:mailto|javascript|data|tel|sms):(?=\S)"
+    rf"|(?:[a-z0-9-]+\.)+(?:[a-z]{{2,63}}/|(?:{_COMMON_TLDS})\b))"
+    rf"|[^\s@]@(?:[a-z0-9-]+\.)+[a-z]{{2,63}}"
+)
 # PostgreSQL advisory lock namespaces ("REF1", "REF2"): one sender, one friend at a time.
 _SENDER_LOCK, _FRIEND_LOCK = 0x52454631, 0x52454632
 
@@ -114,9 +126,19 @@ def is_shop_url(url: str) -> bool:
     return not prefix or target.path == prefix or target.path.startswith(prefix + "/")
 
 
+def holds_link(text_value: str) -> bool:
+    """True when mail clients could turn part of `text_value` into a link (see _LINK_IN_TEXT)."""
+    return _LINK_IN_TEXT.search(text_value) is not None
+
+
+def _no_links(label: str) -> str:
+    return f"Links cannot be sent in {label}; the item's link is in the mail."
+
+
 def _one_line(value: str | None, field: str, label: str, maximum: int,
               errors: dict[str, list[str]]) -> str:
-    """Trimmed one-line text of 1..maximum printable characters (it may go into a header)."""
+    """Trimmed one-line text of 1..maximum printable characters without links (it goes into
+    the Subject header and both parts of the mail)."""
     text_value = (value or "").strip()
     if not text_value:
         errors[field] = [f"Enter {label}."]
@@ -124,6 +146,8 @@ def _one_line(value: str | None, field: str, label: str, maximum: int,
         errors[field] = [f"At most {maximum} characters."]
     elif not text_value.isprintable():
         errors[field] = ["Use one line of plain text (no line breaks or control characters)."]
+    elif holds_link(text_value):
+        errors[field] = [_no_links(label)]
     return text_value
 
 
@@ -170,8 +194,8 @@ def check(sender_email: str, sender_name: str | None, friend_email: str,
         errors[NOTE] = [f"At most {MAX_NOTE} characters."]
     elif not all(c.isprintable() or c in "\n\t" for c in note_text):
         errors[NOTE] = ["Use plain text (no control characters)."]
-    elif _LINK_IN_TEXT.search(note_text):
-        errors[NOTE] = ["Links cannot be sent in the note; the item's link is in the mail."]
+    elif holds_link(note_text):
+        errors[NOTE] = [_no_links("the note")]
 
     if errors:
         raise ValidationFailed(fields=errors)

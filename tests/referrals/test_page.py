@@ -128,6 +128,8 @@ def test_a_filled_honeypot_is_dropped_silently_even_with_bad_fields(client):
         ({"note": "x" * 501}, "note", "At most 500 characters."),
         ({"note": "pay 4111 1111 1111 1111"}, "note", "card numbers"),
         ({"note": "see https://evil.example"}, "note", "Links cannot be sent"),
+        ({"sender_name": "Win at http://evil.example/win"}, "sender_name",
+         "Links cannot be sent in your name"),
     ],
 )
 def test_errors_are_shown_next_to_their_field_and_nothing_is_stored(client, overrides, field,
@@ -139,6 +141,14 @@ def test_errors_are_shown_next_to_their_field_and_nothing_is_stored(client, over
     assert 'aria-invalid="true"' in html
     # What was typed is kept, so it can be corrected.
     assert 'value="Blue Guitar"' in html
+    assert stored() == NOTHING
+
+
+def test_a_link_in_the_item_name_is_shown_next_to_it(client):
+    response = submit(client, item_name="Free prize www.evil.example")
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert "Links cannot be sent in the item's name" in error_after(html, "item_name"), html
     assert stored() == NOTHING
 
 

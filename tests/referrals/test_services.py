@@ -121,6 +121,23 @@ def test_the_delivery_stage_lets_the_quarantined_friend_get_the_mail_accept_woul
         ({"note": "see http://evil.example/x"}, "note"),
         ({"note": "see www.evil.example"}, "note"),
         ({"note": "bell\x07"}, "note"),
+        ({"note": "see evil.example/win"}, "note"),
+        ({"note": "write to mailto:x@evil.example"}, "note"),
+        ({"note": "write to x@evil.example"}, "note"),  # a mailto: link in every client
+        # Every free-text field follows the note's no-links rule: the name and the item's
+        # name go into the Subject and both parts of the mail.
+        ({"name": "Win at http://evil.example/win"}, "sender_name"),
+        ({"name": "Ann (www.evil.example)"}, "sender_name"),
+        ({"name": "Ann from EVIL.COM"}, "sender_name"),
+        ({"item": {"item_name": "Free prize www.evil.example", "item_url": ITEM["item_url"]}},
+         "item_name"),
+        ({"item": {"item_name": "Prize at evil.example/win", "item_url": ITEM["item_url"]}},
+         "item_name"),
+        ({"item": {"item_name": "Guitar hxxp://x javascript:alert(1)",
+                   "item_url": ITEM["item_url"]}}, "item_name"),
+        # Even a link to the shop itself: only the item's link field may carry one.
+        ({"item": {"item_name": f"Guitar {ITEM['item_url']}", "item_url": ITEM["item_url"]}},
+         "item_name"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field_and_nothing_is_stored(overrides, field):
@@ -374,3 +391,25 @@ def test_one_sender_at_the_same_moment_still_meets_the_daily_cap(app):
     errors = _at_once(app, [(SENDER, f"friend{n}@example.org") for n in range(8)])
     assert errors == []
     assert len(referral_messages()) == 5 and count(Referral) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "item_name", "note"),
+    [("A. Friend", "Node.js Handbook", "My data: you will love it. See you at 10:30!"),
+     ("Ann-Marie O'Neil", "Guitar Pro 7.5 (2019 ed.)", "e.g. the red one, Vol. 2"),
+     ("Ann", "Blue Guitar", "Mail me @ the shop: ask for Bob.")],
+)
+def test_ordinary_text_with_dots_and_colons_is_not_taken_for_a_link(name, item_name, note):
+    checked = referrals.check(SENDER, name, FRIEND,
+                              {"item_name": item_name, "item_url": ITEM["item_url"]}, note)
+    assert (checked.sender_name, checked.item_name, checked.note) == (name, item_name, note)
+
+
+def test_finding_links_stays_fast_on_the_longest_texts():
+    # The pattern must not backtrack badly on text built to make it try every split.
+    import time
+
+    started = time.perf_counter()
+    for text_value in ("a." * 250, "a-" * 250, "ab." * 166 + "!", "a" * 500):
+        assert not referrals.holds_link(text_value)
+    assert time.perf_counter() - started < 1.0

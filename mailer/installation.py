@@ -1,0 +1,138 @@
+"""Facts about this installation kept in its database: the address-hash key's fingerprint.
+
+Suppressions exist only as HMAC of addresses under the address-hash key
+(mailer.settings.address_hash_key). A different key (the first key of MAILER_SECRET_KEYS
+dropped, or MAILER_ADDRESS_HASH_KEY set or changed on an existing install) would silently
+forget every one of them. So the first process to use the database stores a fingerprint of
+the key (an HMAC of a fixed label under the key, never the key), and every process compares
+its own key with it once, before its first use of addresses: the web app at its first
+request, the worker, `mailer dev` and `mailer import` at start. A mismatch refuses to run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from hashlib import sha256
+
+from flask import Flask, current_app
+from sqlalchemy import String, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.errors import MailerError
+from mailer.extensions import db
+from mailer.settings import SettingsError, address_hash_key
+
+log = logging.getLogger(__name__)
+
+ADDRESS_HASH_KEY_FINGERPRINT = "address_hash_key_fingerprint"
+# A label no address normal form can equal, so the fingerprint is never an address's hash.
+_FINGERPRINT_LABEL = b"mailer/installation/address-hash-key-fingerprint/v1"
+# app.extensions entry: True once checked; the error when the check failed.
+_CHECKED = "mailer.installation_checked"
+
+
+class Installation(db.Model):
+    """One named fact about the installation (name/value rows)."""
+
+    __tablename__ = "installation"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class AddressHashKeyChanged(SettingsError):
+    """The address-hash key is not the one this database was set up with."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the address-hash key is not the one this database was set up with, so every "
+            "suppression (bounced, complained, erased, ...) would be forgotten: the first key "
+            "of MAILER_SECRET_KEYS was removed or changed, or MAILER_ADDRESS_HASH_KEY was set "
+            "or changed. Put the old first key back at the front of MAILER_SECRET_KEYS, or "
+            "set MAILER_ADDRESS_HASH_KEY back to its old value (see README, Settings)."
+        )
+
+
+class ServiceMisconfigured(MailerError):
+    """What the web app answers while its settings refuse to run (details only in the log)."""
+
+    status = 503
+    code = "service_misconfigured"
+    message = "The service is not configured correctly; its operator has been told in the log."
+
+
+def fingerprint(key: bytes) -> str:
+    """The stored stand-in for `key`: HMAC-SHA256 of a fixed label under it (hex)."""
+    return hmac.new(key, _FINGERPRINT_LABEL, sha256).hexdigest()
+
+
+def check(app: Flask | None = None) -> None:
+    """Make sure this process's address-hash key is the database's; raise AddressHashKeyChanged
+    if not. Needs an app context.
+
+    Once per process: after a pass (or a refusal, which is raised again) no query is made.
+    The first process on a database records the fingerprint. A database without the table
+    (not migrated yet, e.g. before `flask db upgrade`) is not checked, and checked again at the
+    next call.
+    """
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get(_CHECKED)
+    if state is True:
+        return
+    if isinstance(state, AddressHashKeyChanged):
+        raise state
+    expected = fingerprint(address_hash_key())
+    stored = _stored_or_record(expected)
+    if stored is None:
+        return  # no table yet
+    if not hmac.compare_digest(stored, expected):
+        error = AddressHashKeyChanged()
+        app.extensions[_CHECKED] = error
+        raise error
+    app.extensions[_CHECKED] = True
+
+
+def _stored_or_record(expected: str) -> str | None:
+    """The stored fingerprint, recording `expected` when there is none; None without table.
+
+    Its own connection and transaction, so a request's or command's session is untouched.
+    """
+    table = Installation.__table__
+    query = select(table.c.value).where(table.c.name == ADDRESS_HASH_KEY_FINGERPRINT)
+    try:
+        with db.engine.begin() as connection:
+            if not inspect(connection).has_table(table.name):
+                return None
+            stored = connection.scalar(query)
+            if stored is None:
+                connection.execute(table.insert().values(name=ADDRESS_HASH_KEY_FINGERPRINT,
+                                                         value=expected))
+                stored = expected
+    except IntegrityError:
+        # Another process recorded it first (its key may differ): read what it stored.
+        with db.engine.connect() as connection:
+            stored = connection.scalar(query)
+    return stored
+
+
+def forget_check(app: Flask) -> None:
+    """Let the next check() query again (tests that change a key under a running app)."""
+    app.extensions.pop(_CHECKED, None)
+
+
+def _check_before_request() -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    known = isinstance(app.extensions.get(_CHECKED), AddressHashKeyChanged)
+    try:
+        check(app)
+    except AddressHashKeyChanged as exc:
+        if not known:  # the operator's log gets the reason once, visitors only a 503
+            log.error("refusing to serve: %s", exc)
+        raise ServiceMisconfigured() from None
+
+
+def register(app: Flask) -> None:
+    """Check the key before the web app's first request (then a dictionary look-up each)."""
+    app.before_request(_check_before_request)
