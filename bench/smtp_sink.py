@@ -46,15 +46,15 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # Run as a script: make the mailer package importable.
     sys.path.insert(0, str(ROOT))
 
+from mailer.delivery.capture import SmtpController  # noqa: E402
 from mailer.delivery.transport import Outcome, SmtpPool, SmtpSettings  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -85,20 +85,12 @@ class _CountingHandler:
         return f"250 count={self.count} bytes={self.bytes}"
 
 
-class _Controller(Controller):
-    def _trigger_server(self) -> None:
-        # Port 0 lets the OS pick a free port; aiosmtpd's start-up probe must use that one.
-        assert self.server is not None
-        self.port = cast(asyncio.Server, self.server).sockets[0].getsockname()[1]
-        super()._trigger_server()
-
-
 class Sink:
     """A counting sink on a thread of this process. Use start_sink()."""
 
     def __init__(self, host: str = HOST, port: int = 0) -> None:
         self._handler = _CountingHandler()
-        self._controller = _Controller(
+        self._controller = SmtpController(
             self._handler,
             hostname=host,
             port=port,

@@ -41,12 +41,15 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the web processes read while a worker writes; busy_timeout makes
     # writers wait for each other instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     # Erasure must leave no plaintext behind in free pages (see contacts.erasure).
@@ -58,6 +61,26 @@ def configure_engine(engine: Engine) -> None:
     """Apply per-connection settings the dialect needs (SQLite pragmas)."""
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
+
+
+def truncate_sqlite_wal(engine: Engine, wait_seconds: float = 1.0) -> bool:
+    """Copy SQLite's write-ahead log into the main file and empty it; call after a commit
+    that removed plaintext (an erasure, a referral recipient's scrub).
+
+    With `secure_delete` on, the main file keeps no copy of a deleted or overwritten row,
+    but the log keeps the older versions of the pages until it starts over. Waits at most
+    `wait_seconds` for readers of older snapshots; returns False when they held it up (try
+    again later), True when the log is empty, and always True on other databases.
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
+        try:
+            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return busy == 0
 
 
 def enum_check(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:

@@ -5,6 +5,8 @@ from mailer.apikeys.models import ApiKey
 from mailer.campaigns.models import Campaign
 from mailer.consent.models import ConsentEvent, Subscription
 from mailer.contacts.models import Contact
+from mailer.delivery.throttle import SendRate
+from mailer.installation import Installation
 from mailer.messages.models import IdempotencyRecord, Message
 from mailer.referrals.models import Referral
 from mailer.suppressions.models import Suppression
@@ -17,8 +19,10 @@ __all__ = [
     "ConsentEvent",
     "Contact",
     "IdempotencyRecord",
+    "Installation",
     "Message",
     "Referral",
+    "SendRate",
     "Subscription",
     "Suppression",
     "Topic",

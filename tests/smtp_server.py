@@ -23,11 +23,12 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailer.delivery.capture import SmtpController
 
 HOST = "127.0.0.1"
 # Generous: a loaded CI machine may need seconds to start a thread and answer a first connect.
@@ -76,7 +77,9 @@ class _TrackedSMTP(SMTP):
         super().connection_lost(error)
 
 
-class _Controller(Controller):
+class _Controller(SmtpController):
+    """The project's controller (port 0, prompt bind errors), with connections tracked."""
+
     def __init__(self, owner: ScriptedSmtpServer, host: str) -> None:
         super().__init__(
             _Handler(owner),
@@ -93,13 +96,6 @@ class _Controller(Controller):
         return self._owner._new_connection(
             lambda: _TrackedSMTP(self._owner, self.handler, **self.SMTP_kwargs)
         )
-
-    def _trigger_server(self) -> None:
-        # Port 0 asks the OS for a free port (no race with other processes); aiosmtpd's
-        # start-up probe must connect to the port actually bound.
-        assert self.server is not None
-        self.port = cast(asyncio.Server, self.server).sockets[0].getsockname()[1]
-        super()._trigger_server()
 
 
 async def _hang_up(server: SMTP) -> None:

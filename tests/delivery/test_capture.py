@@ -129,3 +129,36 @@ def test_a_taken_port_fails_at_once(capture: CaptureServer, tmp_path: Path) -> N
     with pytest.raises(OSError):
         CaptureServer(tmp_path / "other", port=capture.port).start()
     assert time.monotonic() - started < 10  # Not aiosmtpd's whole ready timeout.
+
+
+def _bench_sink_module():
+    """bench/smtp_sink.py, imported as the benchmarks import it (bench/ is no package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "smtp_sink.py"
+    spec = importlib.util.spec_from_file_location("smtp_sink", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("smtp_sink", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_test_server_and_the_bench_sink_share_the_capture_controller(
+    capture: CaptureServer,
+) -> None:
+    # One controller (port 0 resolved, a taken port reported at once) for all three servers.
+    from tests.smtp_server import ScriptedSmtpServer
+
+    sink_module = _bench_sink_module()
+    with ScriptedSmtpServer() as server, sink_module.start_sink(0) as sink:
+        assert server.port > 0 and sink.port > 0
+        for port in (server.port, sink.port):
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail("a@shop.example", ["b@example.org"], MESSAGE)
+        assert len(server.messages) == 1 and sink.count == 1
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        sink_module.start_sink(capture.port)
+    assert time.monotonic() - started < 10  # not aiosmtpd's whole ready timeout

@@ -105,3 +105,14 @@ def test_the_claim_walks_the_claimable_index_and_sorts_nothing(big_topic):
     shown = plan(statement, parameters)
     assert "ix_messages_claimable" in shown, shown
     assert "Sort" not in shown and "TEMP B-TREE" not in shown.upper(), shown
+
+
+def test_the_lease_renewal_finds_the_held_rows_by_primary_key(big_topic):
+    claimed = outbox.claim("plan-test", 200, 30)
+    with captured("UPDATE MESSAGES SET DUE_AT") as statements:
+        assert outbox.renew("plan-test", 30, [c.id for c in claimed]) == 200
+    (statement, parameters), = statements
+    shown = plan(statement, parameters)
+    # Not a scan of the outbox by owner, whose cost would grow with every row ever sent.
+    assert "pk_messages" in shown or "INTEGER PRIMARY KEY" in shown, shown
+    assert "Seq Scan" not in shown and "SCAN messages" not in shown, shown

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from mailer import addresses
 from mailer.extensions import db
@@ -77,14 +77,14 @@ def age_everything(days: float) -> None:
 
 
 def raw_sqlite_bytes() -> bytes:
-    """The database files' bytes, read by another process after a WAL checkpoint.
+    """The database files' bytes (main file, write-ahead log, index), as they are on disk:
+    read by another process, and with no checkpoint of the test's own, so that what the
+    worker leaves in the log is seen too.
 
     Opening the files in this process would drop SQLite's POSIX locks held by the suite's own
     connections (see tests/contacts/test_erasure.py).
     """
     db.session.remove()
-    with db.engine.connect() as connection:
-        connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     database = Path(db.engine.url.database)
     paths = [str(p) for p in (database, Path(f"{database}-wal"), Path(f"{database}-shm"))
              if p.exists()]
@@ -248,6 +248,9 @@ def test_the_one_click_link_blocks_the_friend_and_later_referrals_are_dropped(
         ({"sender_name": "Ann\nBcc: x"}, "sender_name"),
         ({"note": "x" * 501}, "note"),
         ({"note": "go to https://evil.example"}, "note"),
+        ({"sender_name": "Win at http://evil.example/win"}, "sender_name"),
+        ({"data": {"item_name": "Free prize www.evil.example", "item_url": ITEM["item_url"]}},
+         "data"),
         ({"data": {"item_name": "Blue Guitar", "item_url": "https://evil.example/p/1"}},
          "data"),
         ({"data": {"item_name": "Blue Guitar"}}, "data"),
@@ -301,3 +304,29 @@ def test_the_endpoint_is_in_the_openapi_document(client):
     operation = spec["paths"]["/api/v1/referrals"]["post"]
     assert "202" in operation["responses"]
     assert operation["security"] == [{"bearerAuth": []}]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fields"),
+    [({"sender_name": "Win at http://evil.example/win"}, {"sender_name": None}),
+     ({"data": {"item_name": "Free prize www.evil.example", "item_url": ITEM["item_url"]}},
+      {"data": ["item_name"]}),
+     ({"sender_name": "evil.example/win", "note": "www.evil.example",
+       "data": {"item_name": "visit evil.com", "item_url": ITEM["item_url"]}},
+      {"sender_name": None, "note": None, "data": ["item_name"]})],
+)
+def test_links_in_any_free_text_are_refused_naming_the_field(client, auth, overrides, fields):
+    response = post(client, auth, **overrides)
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert set(error["fields"]) == set(fields)
+    messages = []
+    for name, inner in fields.items():
+        if inner is None:
+            messages += error["fields"][name]
+        else:
+            assert sorted(error["fields"][name]) == inner
+            messages += [m for n in inner for m in error["fields"][name][n]]
+    assert messages and all(m.startswith("Links cannot be sent") for m in messages)
+    assert count(Message) == count(Referral) == count(Suppression) == 0
