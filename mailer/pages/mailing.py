@@ -9,7 +9,11 @@ from flask import Response, current_app
 from sqlalchemy import select
 
 from mailer import addresses
+from mailer.consent import confirmation
 from mailer.consent.gate import Category
+from mailer.consent.models import ConsentSource
+from mailer.consent.services import RequestKind
+from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
 from mailer.extensions import db
 from mailer.messages.compose import preferences_token
@@ -39,23 +43,35 @@ def send_preference_link(email: str) -> None:
         return
 
 
-def after_the_answer(response: Response, work: Callable[[str], None], email: str) -> Response:
-    """Do `work(email)` once `response` has gone out to the visitor, then commit.
+def sign_up(email: str, topics: list[str], partner_sharing: bool) -> None:
+    """The signup form's request: the address asks for `topics` (pending until it confirms)
+    and gets the confirmation mail when one is needed; partner sharing is asked for only
+    if the address does not share already, and granted only by the confirmation."""
+    result = contacts.upsert(email, topics=topics, channel=ConsentSource.WEB_FORM,
+                             source="signup page", kind=RequestKind.UNVERIFIED)
+    wants_sharing = partner_sharing and not result.contact.partner_sharing
+    confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation,
+                                   partner_sharing=wants_sharing)
+
+
+def after_the_answer(response: Response, what: str, work: Callable[[], None]) -> Response:
+    """Do `work()` once `response` has gone out to the visitor, then commit.
 
     For work whose cost depends on whether the address is known: done before the
     answer, the answer's timing would tell what its text does not. The WSGI server
-    runs this when it closes the response, in an app context of its own.
+    runs this when it closes the response, in an app context of its own; a failure
+    is logged under `what` (never with the address).
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def run() -> None:
         with app.app_context():
             try:
-                work(email)
+                work()
                 db.session.commit()
             except Exception:
                 db.session.rollback()
-                log.exception("work after the answer failed (%s)", work.__name__)
+                log.exception("%s after the answer failed", what)
 
     response.call_on_close(run)
     return response

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, Flask, Response, current_app, make_response, render_template, request
 
 from mailer.consent import confirmation, preferences
 from mailer.consent.models import ConsentSource, SubscriptionState
-from mailer.consent.services import RequestKind
 from mailer.consent.unsubscribe import LinkTarget, Scope, read_token, topic_name, unsubscribe
-from mailer.contacts import services as contacts
 from mailer.extensions import csrf, db, limiter
 from mailer.pages import forms
-from mailer.pages.mailing import after_the_answer, send_preference_link
+from mailer.pages.mailing import after_the_answer, send_preference_link, sign_up
 from mailer.tokens import TokenExpired, TokenInvalid
 from mailer.topics.services import list_topics
 
@@ -28,7 +28,7 @@ def _invalid_link() -> tuple[str, int]:
 
 @blp.route("/subscribe", methods=["GET", "POST"])
 @limiter.limit(page_limit, methods=["POST"])
-def subscribe() -> tuple[str, int] | str:
+def subscribe() -> Response | tuple[str, int]:
     """Sign up for public topics; the answer is the same for new, pending and subscribed."""
     topics = list_topics(public_only=True)
     form = forms.SubscribeForm()
@@ -36,16 +36,13 @@ def subscribe() -> tuple[str, int] | str:
     if request.method == "GET" and len(topics) == 1:
         form.topics.data = [topics[0].slug]
     if form.validate_on_submit():
+        answer = make_response(render_template("pages/check_inbox.html", email=form.email.data))
         if not form.is_bot():
-            result = contacts.upsert(
-                form.email.data, topics=form.topics.data, channel=ConsentSource.WEB_FORM,
-                source="signup page", kind=RequestKind.UNVERIFIED,
-            )
-            wants_sharing = bool(form.partner_sharing.data) and not result.contact.partner_sharing
-            confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation,
-                                           partner_sharing=wants_sharing)
-            db.session.commit()
-        return render_template("pages/check_inbox.html", email=form.email.data)
+            # After the answer, so that not even its timing tells a new address from a
+            # pending or subscribed one.
+            after_the_answer(answer, "signup", functools.partial(
+                sign_up, form.email.data, form.topics.data, bool(form.partner_sharing.data)))
+        return answer
     status = 422 if request.method == "POST" else 200
     return render_template("pages/subscribe.html", form=form, topics=topics), status
 
@@ -174,7 +171,8 @@ def unsubscribe_by_address() -> Response | tuple[str, int]:
         answer = make_response(render_template("pages/link_sent.html", email=form.email.data))
         if not form.is_bot():
             # Looked up and mailed after the answer, so its timing says nothing either.
-            after_the_answer(answer, send_preference_link, form.email.data)
+            after_the_answer(answer, "preference link",
+                             functools.partial(send_preference_link, form.email.data))
         return answer
     status = 422 if request.method == "POST" else 200
     return render_template("pages/unsubscribe_address.html", form=form), status
