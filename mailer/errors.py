@@ -64,6 +64,12 @@ class InvalidJson(MailerError):
     message = "The request body is not valid JSON."
 
 
+class UnsupportedMediaType(MailerError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "The request body must be JSON, sent with 'Content-Type: application/json'."
+
+
 class NotFound(MailerError):
     status = 404
     code = "not_found"

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from mailer.api.docs import JSON_BODY, KEYED, RENDER, errors
 from mailer.api.fields import StrictSchema
 from mailer.api.guards import require_scope
 from mailer.campaigns import services as campaigns
@@ -59,12 +60,18 @@ class CampaignSchema(ma.Schema):
     )
 
 
+CAMPAIGN_PATH = {404: "`campaign_not_found`: no campaign has that id."}
+TRANSITION = {409: "`invalid_transition`: the campaign's status does not allow this "
+                   "(e.g. resuming a finished campaign)."}
+
+
 @blp.route("")
 class CampaignCollection(MethodView):
     @require_scope("campaigns:write")
     @blp.doc(security=SECURITY)
     @blp.arguments(CampaignCreateSchema)
     @blp.response(201, CampaignSchema)
+    @errors(blp, KEYED, JSON_BODY, RENDER)
     def post(self, body: dict[str, Any]) -> Campaign:
         """Create a draft campaign; its template must render with its data."""
         campaign = campaigns.create(body["name"], body["topic"], body["template"], body["data"],
@@ -75,6 +82,7 @@ class CampaignCollection(MethodView):
     @require_scope("campaigns:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, CampaignSchema(many=True))
+    @errors(blp, KEYED)
     def get(self) -> list[Campaign]:
         """The latest 100 campaigns, newest first."""
         return campaigns.list_campaigns()
@@ -85,6 +93,7 @@ class CampaignItem(MethodView):
     @require_scope("campaigns:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, CampaignSchema)
+    @errors(blp, KEYED, CAMPAIGN_PATH)
     def get(self, campaign_id: str) -> Campaign:
         """A campaign with its counts."""
         return campaigns.get(campaign_id)
@@ -96,6 +105,7 @@ class CampaignSchedule(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(ScheduleSchema)
     @blp.response(200, CampaignSchema)
+    @errors(blp, KEYED, JSON_BODY, CAMPAIGN_PATH, TRANSITION)
     def post(self, body: dict[str, Any], campaign_id: str) -> Campaign:
         """Schedule a draft (or move a scheduled one); no send_at means now."""
         campaign = campaigns.schedule(campaigns.get(campaign_id), body["send_at"])
@@ -110,6 +120,7 @@ def _action(name: str, doc: str) -> type[MethodView]:
         @require_scope("campaigns:write")
         @blp.doc(security=SECURITY, summary=doc)
         @blp.response(200, CampaignSchema)
+        @errors(blp, KEYED, CAMPAIGN_PATH, TRANSITION)
         def post(self, campaign_id: str) -> Campaign:
             campaign = action(campaigns.get(campaign_id))
             db.session.commit()
@@ -140,6 +151,7 @@ class CampaignTest(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(TestSendSchema)
     @blp.response(202, TestSentSchema)
+    @errors(blp, KEYED, JSON_BODY, CAMPAIGN_PATH, RENDER)
     def post(self, body: dict[str, Any], campaign_id: str) -> dict[str, str]:
         """Send one test mail of the campaign, marked "[TEST]", to `to`."""
         message = campaigns.send_test(campaigns.get(campaign_id), body["to"],

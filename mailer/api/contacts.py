@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from mailer.api.docs import CONTACT_PATH, JSON_BODY, KEYED, errors
 from mailer.api.fields import Email, StrictSchema, attributes_field, strict_boolean
 from mailer.api.guards import require_scope
 from mailer.consent import confirmation
@@ -21,6 +23,10 @@ URL_PREFIX = "/contacts"
 blp = Blueprint("contacts", __name__, description="Contacts and their per-topic consent")
 
 SECURITY = [{"bearerAuth": []}]
+NO_CONTACT = {404: "`contact_not_found`: no contact has that address."}
+# Export and erasure find an address held by keyed hash alone too.
+HELD = {404: "`contact_not_found`: nothing at all is held about the address: no contact, "
+             "mark, consent event or mail."}
 
 
 class ContactCreateSchema(StrictSchema):
@@ -71,17 +77,24 @@ class ContactSchema(ma.Schema):
 
 class ExportSchema(ma.Schema):
     email = fields.String()
-    attributes = fields.Dict()
-    source = fields.String(allow_none=True)
-    partner_sharing = fields.Boolean()
-    created_at = fields.String()
-    updated_at = fields.String()
-    subscriptions = fields.Dict(metadata={"description": "{slug: {state, created_at, updated_at}}"})
+    # The contact part: absent when the address is held only by hash (marks, events, mail).
+    attributes = fields.Dict(metadata={"description": "contacts only"})
+    source = fields.String(allow_none=True, metadata={"description": "contacts only"})
+    partner_sharing = fields.Boolean(metadata={"description": "contacts only"})
+    created_at = fields.String(metadata={"description": "contacts only"})
+    updated_at = fields.String(metadata={"description": "contacts only"})
+    subscriptions = fields.Dict(
+        metadata={"description": "contacts only: {slug: {state, created_at, updated_at}}"}
+    )
     consent_history = fields.List(
         fields.Dict(), metadata={"description": "every consent change: at, subject, topic, "
                                                "state, source, note"}
     )
     suppressions = fields.List(fields.Dict(), metadata={"description": "marks on the address"})
+    messages = fields.List(
+        fields.Dict(), metadata={"description": "mail accepted for the address: id, category, "
+                                               "template, status, created_at, sent_at"}
+    )
 
 
 @blp.route("")
@@ -91,6 +104,8 @@ class ContactCollection(MethodView):
     @blp.arguments(ContactCreateSchema())  # an instance: webargs would build one per request
     @blp.response(201, ContactSchema, description="Created")
     @blp.alt_response(200, schema=ContactSchema, description="The address existed: updated")
+    @errors(blp, KEYED, JSON_BODY, {409: "`contact_busy`: the address was created and erased "
+                                         "concurrently, over and over; try again."})
     def post(self, body: dict[str, Any]) -> Any:
         """Create or update a contact and ask for its subscriptions."""
         result = contacts.upsert(
@@ -111,6 +126,7 @@ class ContactItem(MethodView):
     @require_scope("contacts:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, ContactSchema)
+    @errors(blp, KEYED, CONTACT_PATH, NO_CONTACT)
     def get(self, email: str) -> Contact:
         """A contact with its subscription states."""
         return contacts.get(email)
@@ -119,6 +135,7 @@ class ContactItem(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(ContactPatchSchema())
     @blp.response(200, ContactSchema)
+    @errors(blp, KEYED, JSON_BODY, CONTACT_PATH, NO_CONTACT)
     def patch(self, body: dict[str, Any], email: str) -> Contact:
         """Change attributes (merged; null removes), partner sharing, or subscriptions."""
         contact = contacts.get(email)
@@ -134,12 +151,21 @@ class ContactItem(MethodView):
 
     @require_scope("contacts:write")
     @blp.doc(security=SECURITY)
-    @blp.response(204)
-    def delete(self, email: str) -> None:
-        """Erase the contact: no plaintext remains; the address stays suppressed by keyed hash."""
-        contacts.erase(contacts.get(email))
+    @blp.response(204, description="Erased")
+    @errors(blp, KEYED, CONTACT_PATH, HELD)
+    def delete(self, email: str) -> Response:
+        """Erase the address: no plaintext remains; it stays suppressed by keyed hash.
+
+        An address held only by hash (a Tell-a-Friend recipient, a bounce, a transactional
+        send) is erased too; 404 only when nothing at all is held about it."""
+        contacts.erase_address(email)
         db.session.commit()
         contacts.checkpoint_after_erasure()
+        # A bare response: flask-smorest would serialize None into an empty body labelled
+        # application/json, and a 204 carries no body nor a content type.
+        response = Response(status=204)
+        del response.headers["Content-Type"]  # Werkzeug labels every response by default
+        return response
 
 
 @blp.route("/<email>/export")
@@ -147,6 +173,10 @@ class ContactExport(MethodView):
     @require_scope("contacts:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, ExportSchema)
+    @errors(blp, KEYED, CONTACT_PATH, HELD)
     def get(self, email: str) -> dict[str, Any]:
-        """Everything held about the address, consent history included."""
-        return contacts.export(contacts.get(email))
+        """Everything held about the address, consent history included.
+
+        An address that is not a contact but is held by hash (marks, consent events, outbox
+        rows) answers with those parts alone; 404 only when nothing at all is held."""
+        return contacts.export_address(email)

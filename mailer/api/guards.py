@@ -18,6 +18,7 @@ from mailer.errors import (
     Forbidden,
     InvalidJson,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from mailer.extensions import limiter
@@ -31,12 +32,52 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _takes_json_body(endpoint: str | None, method: str) -> bool:
+    """Whether the view of an API endpoint and method reads a JSON body (declares a `json`
+    argument schema with flask-smorest). Asked once per endpoint and method, then cached:
+    the answer is fixed when the app is built."""
+    if endpoint is None or method not in _BODY_METHODS:
+        return False
+    known: dict[tuple[str, str], bool] = current_app.extensions.setdefault(
+        "mailer.json_endpoints", {})
+    takes = known.get((endpoint, method))
+    if takes is None:
+        view = current_app.view_functions.get(endpoint)
+        handler = getattr(getattr(view, "view_class", None), method.lower(), view)
+        parameters = (getattr(handler, "_apidoc", {}).get("arguments", {})
+                      .get("parameters", []))
+        takes = known[(endpoint, method)] = any(
+            parameter.get("in") == "json" for parameter in parameters)
+    return takes
+
+
+def check_media_type() -> None:
+    """Refuse with 415 a body that is not JSON sent to an endpoint that reads JSON: read as
+    JSON it would be no body at all, and the caller would be told its fields are missing.
+    A request with neither a body nor a content type passes (the schema says what is
+    missing); `POST /api/v1/inbound` reads message/rfc822 and declares no JSON body."""
+    if request.is_json or not _takes_json_body(request.endpoint, request.method):
+        return
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding")
+    if request.mimetype or has_body:
+        raise UnsupportedMediaType(
+            f"The request body must be JSON, sent with 'Content-Type: application/json' "
+            f"(not '{request.mimetype or 'none'}').",
+            fields={"_body": ["Send the body as application/json."]},
+        )
+
+
 def check_request_data() -> None:
-    """Before any API view: refuse (nothing stored) a request whose body, query or path holds
+    """Before any API view: refuse (nothing stored) a body that is not JSON where JSON is read
+    (415 unsupported_media_type), a request whose body, query or path holds
     a payment card number (422 card_number_refused), text no database can keep (NUL, lone
     surrogates: 422 invalid_text), or JSON nested too deeply to read (400 invalid_json)."""
     if not request.path.startswith(API_PREFIX):
         return
+    check_media_type()
     inputs: dict[str, Any] = {"path": dict(request.view_args or {}),
                               # Parsing an empty query string still costs a parser.
                               "query": dict(request.args.lists()) if request.query_string else {}}

@@ -7,9 +7,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from mailer.api.docs import KEYED, errors
 from mailer.api.guards import require_scope
 from mailer.delivery import bounces
-from mailer.errors import MailerError
+from mailer.errors import UnsupportedMediaType as JsonUnsupportedMediaType
 from mailer.extensions import db
 
 URL_PREFIX = "/inbound"
@@ -24,9 +25,9 @@ MEDIA_TYPES = ("message/rfc822", "message/global", "text/plain", "application/oc
 _RAW_MAIL = {"schema": {"type": "string", "format": "binary"}}
 
 
-class UnsupportedMediaType(MailerError):
-    status = 415
-    code = "unsupported_media_type"
+class UnsupportedMediaType(JsonUnsupportedMediaType):
+    """The JSON endpoints' 415, with the media types this one reads instead."""
+
     message = f"Send the raw mail with Content-Type {', '.join(MEDIA_TYPES)}."
 
 
@@ -55,6 +56,12 @@ class Inbound(MethodView):
         "content": {media_type: _RAW_MAIL for media_type in MEDIA_TYPES},
     })
     @blp.response(200, InboundOutcomeSchema)
+    @errors(blp, KEYED, {
+        413: "`payload_too_large`: the body is over 1 MB.",
+        415: f"`unsupported_media_type`: send the mail as {', '.join(MEDIA_TYPES)}.",
+        422: "`unrecognized_report`: the body is no bounce or complaint report; "
+             "`no_recipient`: the report is about no address this service mailed.",
+    })
     def post(self) -> bounces.Outcome:
         """Hand in a bounce or a complaint; a hard bounce or a complaint suppresses the address.
 

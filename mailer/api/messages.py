@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from mailer.api.docs import JSON_BODY, KEYED, RENDER, errors
 from mailer.api.fields import StrictSchema
 from mailer.api.guards import IDEMPOTENCY_HEADER, require_scope
 from mailer.consent.gate import Category
@@ -102,6 +103,10 @@ def _error_body(error: MailerError) -> dict[str, Any]:
     return {"code": error.code, "message": error.message, "fields": error.fields, **error.extra}
 
 
+IDEMPOTENCY = {409: "`idempotency_key_reused`: the `Idempotency-Key` was used before with "
+                    "another body."}
+
+
 @blp.route("")
 class MessageCollection(MethodView):
     @require_scope("messages:send")
@@ -112,6 +117,10 @@ class MessageCollection(MethodView):
     }])
     @blp.arguments(SEND_SCHEMA)
     @blp.response(202, AcceptedSchema)
+    @errors(blp, KEYED, JSON_BODY, RENDER, IDEMPOTENCY, {
+        422: "`recipient_suppressed`: the consent gate refuses the recipient (`reason` says "
+             "why: not_subscribed, bounced, complained, unsubscribed, erased, blocked, "
+             "quarantined)."})
     def post(self, body: dict[str, Any]) -> Any:
         """Queue one mail. A recipient the consent gate refuses: 422 recipient_suppressed."""
         answer = messages.idempotent(g.api_key.id, _idempotency_key(), request.get_json(),
@@ -126,6 +135,7 @@ class MessageBatch(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(BatchSchema())
     @blp.response(200, BatchResultSchema)
+    @errors(blp, KEYED, JSON_BODY, IDEMPOTENCY)
     def post(self, body: dict[str, Any]) -> Any:
         """Queue many mails: one result per item, in order; a bad item sinks no other."""
 
@@ -144,6 +154,7 @@ class MessageItem(MethodView):
     @require_scope("messages:send")
     @blp.doc(security=SECURITY)
     @blp.response(200, MessageSchema)
+    @errors(blp, KEYED, {404: "`message_not_found`: no message has that id."})
     def get(self, message_id: str) -> Message:
         """A message's delivery status: queued, sending, sent, deferred, failed, suppressed or
         cancelled."""

@@ -9,6 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from mailer.api.docs import JSON_BODY, KEYED, errors
 from mailer.api.fields import Email, StrictSchema
 from mailer.api.guards import require_scope
 from mailer.errors import ValidationFailed
@@ -76,6 +77,8 @@ class ReferralCollection(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(ReferralSchema)
     @blp.response(202, ReferralAcceptedSchema)
+    @errors(blp, KEYED, JSON_BODY, {422: "`not_configured`: the sender or postal address "
+                                         "setting the referral mail needs is missing."})
     def post(self, body: dict[str, Any]) -> Any:
         """Recommend an item to a friend: one mail, then the friend is quarantined.
 

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
+from mailer.api.docs import JSON_BODY, KEYED, errors
 from mailer.api.fields import StrictSchema, strict_boolean
 from mailer.api.guards import require_scope
 from mailer.extensions import db
@@ -20,22 +21,22 @@ URL_PREFIX = "/topics"
 blp = Blueprint("topics", __name__, description="Topics an address can opt in to")
 
 SECURITY = [{"bearerAuth": []}]
-SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+SLUG_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
 SLUG_ERROR = "Lower-case letters, digits and dashes, 1-64."
 
 
-def _bad_slug() -> bool:
-    raise ma.ValidationError(SLUG_ERROR)
+def _check_slug(value: str) -> None:
+    """One check, so one message per bad slug. A full match: with re.match, `$` would also
+    take a slug followed by a final newline."""
+    if re.fullmatch(SLUG_PATTERN, value) is None:
+        raise ma.ValidationError(SLUG_ERROR)
 
 
 class TopicCreateSchema(StrictSchema):
     slug = fields.String(
         required=True,
-        validate=[
-            validate.Regexp(SLUG, error=SLUG_ERROR),
-            # `$` also matches before a final newline; the slug must match whole.
-            lambda value: bool(re.fullmatch(SLUG[1:-1], value)) or _bad_slug(),
-        ],
+        validate=_check_slug,
+        metadata={"pattern": f"^{SLUG_PATTERN}$", "description": SLUG_ERROR},
     )
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(load_default="", validate=validate.Length(max=2000))
@@ -57,6 +58,7 @@ class TopicCollection(MethodView):
     @require_scope("topics:read")
     @blp.doc(security=SECURITY)
     @blp.response(200, TopicSchema(many=True))
+    @errors(blp, KEYED)
     def get(self) -> list[Topic]:
         """Every topic, by slug."""
         return topics.list_topics()
@@ -65,6 +67,7 @@ class TopicCollection(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(TopicCreateSchema)
     @blp.response(201, TopicSchema)
+    @errors(blp, KEYED, JSON_BODY, {409: "`topic_exists`: a topic has that slug already."})
     def post(self, body: dict[str, Any]) -> Topic:
         """Create a topic; a taken slug is 409 topic_exists."""
         topic = topics.create_topic(**body)

@@ -6,22 +6,23 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, exists, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer import addresses
 from mailer.consent import services as consent
-from mailer.consent.models import ConsentEvent, ConsentSource, SubscriptionState
+from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject, SubscriptionState
 from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
 from mailer.database import SQLITE_BUSY_TIMEOUT_MS, truncate_sqlite_wal, utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import attach_inserted, autoflush, db
 from mailer.messages import services as outbox
+from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
-from mailer.suppressions.models import Reason
+from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.models import Topic
 from mailer.topics.services import in_order, topics_by_slug
 
@@ -271,6 +272,47 @@ def update(
     return outcome
 
 
+def _events_of(address_hash: str) -> list[ConsentEvent]:
+    """Every consent event keyed by the address hash, oldest first (a contact's own events
+    carry its hash too, so this is its whole history)."""
+    return list(
+        db.session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.address_hash == address_hash)
+            .order_by(ConsentEvent.id)
+        )
+    )
+
+
+def _messages_of(address_hash: str) -> list[Message]:
+    """Every outbox row of the address hash, oldest first."""
+    return list(
+        db.session.scalars(
+            select(Message).where(Message.address_hash == address_hash).order_by(Message.id)
+        )
+    )
+
+
+def _held_by_hash(address_hash: str) -> bool:
+    """Whether anything at all is kept under the hash: a mark, a consent event or an outbox
+    row. One statement; each part is an index lookup."""
+    return bool(
+        db.session.scalar(
+            select(
+                or_(
+                    exists().where(Suppression.address_hash == address_hash),
+                    exists().where(ConsentEvent.address_hash == address_hash),
+                    exists().where(Message.address_hash == address_hash),
+                )
+            )
+        )
+    )
+
+
+def _nothing_held() -> NotFound:
+    return NotFound("Nothing is held about that address.", code="contact_not_found")
+
+
 def export(contact: Contact) -> dict[str, Any]:
     """Everything held about the contact's address, consent history and marks included."""
     return {
@@ -288,6 +330,14 @@ def export(contact: Contact) -> dict[str, Any]:
             }
             for s in contact.subscriptions
         },
+        **_held_under_hash(contact.address_hash),
+    }
+
+
+def _held_under_hash(address_hash: str) -> dict[str, Any]:
+    """The parts of an export kept by keyed hash: they outlive the contact (or never had one,
+    as for a Tell-a-Friend recipient or an address known only from a bounce)."""
+    return {
         "consent_history": [
             {
                 "at": event.created_at.isoformat(),
@@ -297,7 +347,7 @@ def export(contact: Contact) -> dict[str, Any]:
                 "source": event.source,
                 "note": event.note,
             }
-            for event in consent.history(contact)
+            for event in _events_of(address_hash)
         ],
         "suppressions": [
             {
@@ -305,9 +355,55 @@ def export(contact: Contact) -> dict[str, Any]:
                 "scope": row.scope,
                 "created_at": row.created_at.isoformat(),
             }
-            for row in suppressions.suppressions_of(contact.address_hash)
+            for row in suppressions.suppressions_of(address_hash)
+        ],
+        "messages": [
+            {
+                "id": message.public_id,
+                "category": message.category,
+                "template": message.template,
+                "status": message.status,
+                "created_at": message.created_at.isoformat(),
+                "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+            }
+            for message in _messages_of(address_hash)
         ],
     }
+
+
+def export_address(raw_email: str) -> dict[str, Any]:
+    """All that is held about an address in any spelling: the contact's export when it is a
+    contact; otherwise the address and what is kept under its keyed hash (marks, consent
+    events, outbox rows), with no contact part. NotFound only when nothing is held at all."""
+    email = _normalize(raw_email)
+    contact = _lookup(email)
+    if contact is not None:
+        return export(contact)
+    address_hash = addresses.keyed_hash(email)
+    if not _held_by_hash(address_hash):
+        raise _nothing_held()
+    return {"email": email, **_held_under_hash(address_hash)}
+
+
+def _erase_hash(address_hash: str, source: ConsentSource, contact: Contact | None = None) -> None:
+    """The erasure pieces: drop the consent log (its notes may quote the caller) and the
+    contact if there is one, scrub the outbox rows, and mark the hash `erased` with one
+    event saying so."""
+    erased_before = Reason.ERASED in suppressions.marks(address_hash)
+    # Events first: they refer to the contact.
+    db.session.execute(delete(ConsentEvent).where(ConsentEvent.address_hash == address_hash))
+    if contact is not None:
+        db.session.delete(contact)
+    outbox.scrub_recipient(address_hash)
+    db.session.flush()
+    suppressions.suppress(address_hash, Reason.ERASED, source=source)
+    if erased_before:
+        # suppress() found the mark and logged nothing, and the delete above took the
+        # earlier record: log this erasure, so the history says the address was erased.
+        db.session.add(ConsentEvent(contact_id=None, address_hash=address_hash,
+                                    subject=ConsentSubject.ADDRESS, state=Reason.ERASED.value,
+                                    source=source))
+    db.session.flush()
 
 
 def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API) -> None:
@@ -317,13 +413,24 @@ def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API) -> Non
     event keyed by hash records the erasure, and the `erased` mark keeps the
     address from ever being marketed to again.
     """
-    address_hash = contact.address_hash
-    db.session.execute(delete(ConsentEvent).where(ConsentEvent.address_hash == address_hash))
-    db.session.delete(contact)
-    outbox.scrub_recipient(address_hash)
-    db.session.flush()
-    suppressions.suppress(address_hash, Reason.ERASED, source=source)
-    db.session.flush()
+    _erase_hash(contact.address_hash, source, contact)
+
+
+def erase_address(raw_email: str, *, source: ConsentSource = ConsentSource.API) -> None:
+    """Erase an address in any spelling: its contact if it is one (see erase()), else what is
+    kept under its keyed hash alone (a Tell-a-Friend recipient, an address known from a
+    bounce or a transactional send), which ends marked `erased` all the same. NotFound only
+    when nothing is held at all: an erasure request never creates data about an unknown
+    address."""
+    email = _normalize(raw_email)
+    contact = _lookup(email)
+    if contact is not None:
+        erase(contact, source=source)
+        return
+    address_hash = addresses.keyed_hash(email)
+    if not _held_by_hash(address_hash):
+        raise _nothing_held()
+    _erase_hash(address_hash, source)
 
 
 def checkpoint_after_erasure() -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from mailer import addresses
 from mailer.extensions import db
+from mailer.messages.models import Message
+from mailer.suppressions import services as suppressions
+from mailer.suppressions.models import Reason
+from tests.api.test_messages import RECEIPT
 
 CONTACTS = "/api/v1/contacts"
 
@@ -310,16 +315,30 @@ def test_delete_erases_the_contact(client, auth, make_topic):
     response = client.delete(url("ann@example.com"), headers=auth)
     assert response.status_code == 204
     assert response.get_data() == b""
+    # No body, so nothing to label: no JSON content type (nor any other).
+    assert "Content-Type" not in response.headers
+    assert "Content-Length" not in response.headers or response.content_length == 0
     assert error_of(client.get(url("ann@example.com"), headers=auth), 404)["code"] == (
         "contact_not_found"
     )
-    assert client.get(url("ann@example.com", "/export"), headers=auth).status_code == 404
+    # What remains is the hash's `erased` mark and the one event saying so: no contact part.
+    held = export(client, auth, "ann@example.com")
+    assert set(held) == {"email", "consent_history", "suppressions", "messages"}
+    assert [mark["reason"] for mark in held["suppressions"]] == ["erased"]
+    assert [e["state"] for e in held["consent_history"]] == ["erased"]
 
 
-def test_delete_twice_is_404_the_second_time(client, auth):
+def test_delete_twice_answers_204_and_keeps_one_record_of_the_erasure(client, auth):
+    """The second erasure finds the address held by hash (its `erased` mark): DELETE is
+    idempotent, and the consent log still says the address was erased."""
     created(client, auth, email="ann@example.com")
     assert client.delete(url("ann@example.com"), headers=auth).status_code == 204
-    error_of(client.delete(url("ann@example.com"), headers=auth), 404)
+    again = client.delete(url("ann@example.com"), headers=auth)
+    assert again.status_code == 204
+    assert again.get_data() == b""
+    held = export(client, auth, "ann@example.com")
+    assert [mark["reason"] for mark in held["suppressions"]] == ["erased"]
+    assert [e["state"] for e in held["consent_history"]] == ["erased"]
 
 
 def test_delete_of_an_unknown_address_is_404(client, auth):
@@ -403,6 +422,70 @@ def test_export_holds_the_contact_and_its_consent_history(client, auth, make_top
 
 def test_export_of_an_unknown_address_is_404(client, auth):
     error_of(client.get(url("nobody@example.com", "/export"), headers=auth), 404)
+
+
+# --- addresses held only by keyed hash (a Tell-a-Friend recipient) ---------------------------
+
+FRIEND = "onlyref55@example.org"
+
+
+def refer_friend(client, auth, friend: str = FRIEND) -> None:
+    """Tell-a-Friend: quarantines the friend by hash and queues one mail; no contact."""
+    response = client.post("/api/v1/referrals", headers=auth, json={
+        "sender_email": "buyer55@example.com", "recipient_email": friend,
+        "data": {"item_name": "Guitar", "item_url": "http://127.0.0.1:5000/items/guitar"}})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert client.get(url(friend), headers=auth).status_code == 404  # not a contact
+
+
+def test_export_of_an_address_held_only_as_marks(client, auth):
+    refer_friend(client, auth)
+    held = export(client, auth, "OnlyRef55@Example.org")
+    assert set(held) == {"email", "consent_history", "suppressions", "messages"}
+    assert held["email"] == FRIEND
+    assert [mark["reason"] for mark in held["suppressions"]] == ["quarantined"]
+    assert [(e["subject"], e["state"], e["source"]) for e in held["consent_history"]] == [
+        ("address", "quarantined", "referral")
+    ]
+    assert [(m["category"], m["template"], m["status"]) for m in held["messages"]] == [
+        ("referral", "referral", "queued")
+    ]
+    # Nothing of the sender is held under the friend's hash, nor the other way round.
+    error_of(client.get(url("buyer55@example.com", "/export"), headers=auth), 404)
+
+
+def test_delete_of_an_address_held_only_as_marks_erases_it(client, auth):
+    refer_friend(client, auth)
+    response = client.delete(url(FRIEND), headers=auth)
+    assert response.status_code == 204
+    assert response.get_data() == b""
+
+    db.session.rollback()
+    assert suppressions.marks(addresses.hash_of(FRIEND)) == {Reason.QUARANTINED, Reason.ERASED}
+    # The queued referral mail held the plaintext address: scrubbed and cancelled.
+    message = db.session.scalars(select(Message)).one()
+    assert (message.to_address, message.data, message.status) == (None, {}, "cancelled")
+    held = export(client, auth, FRIEND)
+    assert [e["state"] for e in held["consent_history"]] == ["erased"]
+    assert [m["status"] for m in held["messages"]] == ["cancelled"]
+    assert FRIEND not in repr(db.session.execute(text("SELECT * FROM consent_events")).all())
+
+
+def test_a_transactional_recipient_held_only_in_the_outbox_can_be_exported_and_erased(
+    client, auth,
+):
+    response = client.post("/api/v1/messages", headers=auth, json={
+        "to": "receipt55@example.org", "template": "receipt", "data": RECEIPT,
+        "category": "transactional"})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    held = export(client, auth, "receipt55@example.org")
+    assert held["suppressions"] == [] and held["consent_history"] == []
+    assert [m["category"] for m in held["messages"]] == ["transactional"]
+
+    assert client.delete(url("receipt55@example.org"), headers=auth).status_code == 204
+    db.session.rollback()
+    dump = repr(db.session.execute(text("SELECT * FROM messages")).all())
+    assert "receipt55" not in dump
 
 
 # --- address normalization ------------------------------------------------------------------

@@ -170,3 +170,57 @@ def test_path_parameters_are_declared(client):
 def test_the_document_is_a_valid_openapi_3_document(client):
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(document(client))
+
+
+def error_answers(doc: dict[str, Any], operation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The documented 4xx answers of an operation, each resolved."""
+    return {status: resolve(doc, response) for status, response in operation["responses"].items()
+            if status.startswith("4")}
+
+
+def test_every_operation_lists_its_4xx_answers_with_the_error_envelope(client):
+    doc = document(client)
+    for key, operation in operations(doc).items():
+        answers = error_answers(doc, operation)
+        # Behind a key (all of them): no key, a key without the scope, a card number in the
+        # path or query.
+        assert {"401", "403", "422"} <= set(answers), key
+        content = operation.get("requestBody", {}).get("content", {})
+        if "application/json" in content:
+            assert {"400", "413", "415", "422"} <= set(answers), key
+        if "{" in key[0]:
+            assert "404" in answers, key
+        for status, answer in answers.items():
+            schema = resolve(doc, answer["content"]["application/json"]["schema"])
+            assert "error" in schema["properties"], (key, status)
+            # Each says which `code` the caller will find in the envelope.
+            assert "`" in answer["description"], (key, status)
+
+
+@pytest.mark.parametrize(("path", "method", "code"), [
+    ("/api/v1/topics", "post", "topic_exists"),
+    ("/api/v1/messages", "post", "idempotency_key_reused"),
+    ("/api/v1/messages/batch", "post", "idempotency_key_reused"),
+    ("/api/v1/campaigns/{campaign_id}/schedule", "post", "invalid_transition"),
+    ("/api/v1/campaigns/{campaign_id}/pause", "post", "invalid_transition"),
+    ("/api/v1/campaigns/{campaign_id}/resume", "post", "invalid_transition"),
+    ("/api/v1/campaigns/{campaign_id}/cancel", "post", "invalid_transition"),
+])
+def test_the_conflicts_are_documented_as_409(client, path, method, code):
+    doc = document(client)
+    answer = error_answers(doc, operations(doc)[(path, method)])["409"]
+    assert code in answer["description"]
+
+
+def test_the_documented_codes_are_the_ones_answered(client, auth):
+    """A positive control of the descriptions: a taken slug really answers 409 topic_exists,
+    a text/plain body 415 unsupported_media_type, as the document says."""
+    doc = document(client)
+    topics = operations(doc)[("/api/v1/topics", "post")]
+    body = {"slug": "news", "name": "News"}
+    assert client.post("/api/v1/topics", json=body, headers=auth).status_code == 201
+    taken = client.post("/api/v1/topics", json=body, headers=auth)
+    assert str(taken.status_code) in topics["responses"]
+    assert taken.get_json()["error"]["code"] in topics["responses"]["409"]["description"]
+    plain = client.post("/api/v1/topics", data="{}", content_type="text/plain", headers=auth)
+    assert plain.get_json()["error"]["code"] in topics["responses"]["415"]["description"]
