@@ -62,11 +62,15 @@ def errors(blp: Blueprint, *parts: Answers) -> Callable[[F], F]:
     answers = merged(*parts)
 
     def decorator(view: F) -> F:
+        documented: Any = view
         for status in sorted(answers, reverse=True):
-            view = blp.alt_response(
+            documented = blp.alt_response(
                 status, schema=ErrorEnvelopeSchema,
                 description=f"{HTTPStatus(status).phrase}. {answers[status]}",
-            )(view)
+            )(documented)
+        # Keep the documentation, not the call layers: each alt_response wrapper would
+        # cost every request a call through current_app.
+        view._apidoc = documented._apidoc  # type: ignore[attr-defined]
         return view
 
     return decorator

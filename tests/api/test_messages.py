@@ -157,8 +157,10 @@ def test_batch_answers_each_item_in_order_and_one_bad_item_sinks_no_other(client
     assert results[2]["error"]["code"] == "template_error"
     assert results[3]["error"]["code"] == "validation_error"
     assert count_messages() == 2
-    statuses = {client.get(f"{MESSAGES}/{r['id']}", headers=auth).get_json()["status"]
-                for r in results if r["status"] == 202}
+    answers = [client.get(f"{MESSAGES}/{r['id']}", headers=auth)
+               for r in results if r["status"] == 202]
+    assert [a.status_code for a in answers] == [200, 200], [a.get_json() for a in answers]
+    statuses = {a.get_json()["status"] for a in answers}
     assert statuses == {"queued"}
 
 

@@ -44,7 +44,9 @@ def send(client, auth, **body):
 
 
 def status(client, auth, message_id):
-    return client.get(f"/api/v1/messages/{message_id}", headers=auth).get_json()
+    response = client.get(f"/api/v1/messages/{message_id}", headers=auth)
+    assert response.status_code == 200, response.get_json()  # says why when it is not
+    return response.get_json()
 
 
 def parse(raw: bytes):
