@@ -35,16 +35,25 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"(?i){_LABEL}(?:\.{_LABEL})*")
 
 
-def _flag(value: str | None, default: bool, name: str = "the flag") -> bool:
-    # Anything but a known spelling is refused: "maybe" once meant "on", silently.
-    if value is None or value.strip() == "":
-        return default
+def parse_flag(value: str) -> bool | None:
+    """True or False for a known spelling of on/off (1/0, true/false, yes/no, on/off, any
+    case), None for anything else: the caller refuses it in its own words."""
     lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
+    return None
+
+
+def _flag(value: str | None, default: bool, name: str = "the flag") -> bool:
+    # Anything but a known spelling is refused: "maybe" once meant "on", silently.
+    if value is None or value.strip() == "":
+        return default
+    flag = parse_flag(value)
+    if flag is None:
+        raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
+    return flag
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:

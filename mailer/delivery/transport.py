@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import aiosmtplib
 from aiosmtplib.email import quote_address
 
+from config import parse_flag
+
 log = logging.getLogger(__name__)
 
 SETTING = "MAILER_SMTP_URL"
@@ -35,19 +37,15 @@ DEFAULT_TIMEOUT = 30.0
 REPLY_LIMIT = 500
 RECIPIENT_PLACEHOLDER = "<recipient>"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _QUERY_KEYS = ("starttls", "timeout", "verify", "helo")
 _HELO_NAME = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 
 
 def _flag(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{SETTING}: ?{name}= takes 1 or 0, not {value!r}")
+    flag = parse_flag(value)
+    if flag is None:
+        raise ValueError(f"{SETTING}: ?{name}= takes 1 or 0, not {value!r}")
+    return flag
 
 
 @dataclass(frozen=True)
