@@ -57,22 +57,26 @@ def post_at_once_each(app, auth, calls: list[tuple[str, str, dict[str, Any]]]
     return results  # type: ignore[return-value]
 
 
-@pytest.fixture
-def both_look_before_either_creates(monkeypatch):
-    """Hold each request when it is about to insert the contact it found missing until the
-    other one is there too: both then create the same address, the race a plain run only
-    sometimes hits."""
-    both_about_to_insert = threading.Barrier(2, timeout=10)
-    original = contacts_services._insert_new
+def hold_both_at(monkeypatch, module: Any, name: str) -> None:
+    """Hold each of two requests the first time it calls `module.name` until the other one
+    is there too: both then do it together, the race a plain run only sometimes hits."""
+    both_there = threading.Barrier(2, timeout=10)
+    original = getattr(module, name)
     local = threading.local()
 
-    def insert_new(*args: Any, **kwargs: Any):
+    def held(*args: Any, **kwargs: Any):
         if not getattr(local, "waited", False):
             local.waited = True
-            both_about_to_insert.wait()
+            both_there.wait()
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(contacts_services, "_insert_new", insert_new)
+    monkeypatch.setattr(module, name, held)
+
+
+@pytest.fixture
+def both_look_before_either_creates(monkeypatch):
+    """Both requests insert the contact they found missing: they create the same address."""
+    hold_both_at(monkeypatch, contacts_services, "_insert_new")
 
 
 def counts(email: str) -> tuple[int, int, int]:
@@ -127,20 +131,9 @@ def test_many_simultaneous_creates_of_one_address_make_one_contact(app, auth, ma
 
 @pytest.fixture
 def both_insert_the_first_subscription(monkeypatch):
-    """Hold each request when it is about to insert the subscription it found missing until
-    the other one is there too: both then make the first subscription of one contact to one
-    topic, the race a plain run only sometimes hits."""
-    both_about_to_insert = threading.Barrier(2, timeout=10)
-    original = consent_services._insert_subscription
-    local = threading.local()
-
-    def insert_subscription(*args: Any, **kwargs: Any):
-        if not getattr(local, "waited", False):
-            local.waited = True
-            both_about_to_insert.wait()
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(consent_services, "_insert_subscription", insert_subscription)
+    """Both requests insert the subscription they found missing: they make the first
+    subscription of one contact to one topic together."""
+    hold_both_at(monkeypatch, consent_services, "_insert_subscription")
 
 
 def existing_contact(client, auth, email: str) -> None:
