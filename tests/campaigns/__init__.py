@@ -1,0 +1,14 @@
+"""Tests of campaigns: API, fan-out, delivery, worker processes."""
+
+from __future__ import annotations
+
+NEWS = {"headline": "Winter sale", "intro": "Pianos half price."}
+
+
+def start_campaign(client, auth, **extra) -> str:
+    """Create the campaign "Winter" of the topic news through the API and schedule it now."""
+    body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS, **extra}
+    campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
+    assert client.post(f"/api/v1/campaigns/{campaign_id}/schedule", json={},
+                       headers=auth).status_code == 200
+    return campaign_id

@@ -19,10 +19,9 @@ from mailer.extensions import db
 from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
+from tests.campaigns import NEWS, start_campaign
 from tests.delivery.helpers import FAST, run_worker_until_idle
 from tests.smtp_server import ScriptedSmtpServer
-
-NEWS = {"headline": "Winter sale", "intro": "Pianos half price."}
 
 
 @pytest.fixture
@@ -37,14 +36,6 @@ def add_subscribers(count: int, prefix: str = "fan", **attributes) -> list[str]:
         contacts.upsert(email, topics=["news"], attributes=attributes or None)
     db.session.commit()
     return emails
-
-
-def start_campaign(client, auth, **extra) -> str:
-    body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS, **extra}
-    campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
-    assert client.post(f"/api/v1/campaigns/{campaign_id}/schedule", json={},
-                       headers=auth).status_code == 200
-    return campaign_id
 
 
 def campaign_status(public_id: str) -> str:

@@ -20,12 +20,12 @@ from mailer.database import utcnow
 from mailer.extensions import db
 from mailer.messages.models import Message
 from mailer.topics.models import Topic
+from tests.campaigns import start_campaign
 from tests.processes import spawn_flask
 from tests.smtp_server import ScriptedSmtpServer
 
 pytestmark = pytest.mark.slow
 BATCH = 20  # MAILER_WORKER_BATCH: a killed worker holds at most a few batches
-NEWS = {"headline": "Winter sale", "intro": "Pianos half price."}
 # Contact ids this far apart put three recipients in each fan-out batch (scheduler.FANOUT_BATCH
 # contact ids), so a fan-out of some hundreds takes hundreds of committed batches (seconds)
 # and a kill lands in the middle of it even on a busy machine. Capped to stay within a 32-bit
@@ -49,14 +49,6 @@ def add_subscribers(count: int, prefix: str) -> list[str]:
     ])
     db.session.commit()
     return emails
-
-
-def start_campaign(client, auth) -> str:
-    body = {"name": "Winter", "topic": "news", "template": "newsletter", "data": NEWS}
-    campaign_id = client.post("/api/v1/campaigns", json=body, headers=auth).get_json()["id"]
-    assert client.post(f"/api/v1/campaigns/{campaign_id}/schedule", json={},
-                       headers=auth).status_code == 200
-    return campaign_id
 
 
 def campaign(public_id: str) -> Campaign:
