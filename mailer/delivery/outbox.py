@@ -140,32 +140,21 @@ def _renew_statement(postgres: bool) -> Any:
     )
 
 
-def renew(owner: str, lease_seconds: float, ids: Iterable[int] | None = None) -> int:
-    """Extend the lease of what `owner` holds; commits. Returns the rows renewed.
+def renew(owner: str, lease_seconds: float, ids: Iterable[int]) -> int:
+    """Extend the lease of the rows `ids` that `owner` still holds; commits. Returns the rows
+    renewed.
 
-    `ids`: the rows the caller knows it holds (the worker passes what it claimed and has not
-    recorded yet); they are found by primary key. Without them every held row is looked
-    for by owner, which no index serves: a scan of the whole outbox (25 ms of PostgreSQL's
-    time at 100,000 rows, ten times that of the worker's database thread on a busy machine),
-    during which the worker's next claim waits. Either way only rows still leased to `owner`
-    are touched.
+    The worker passes what it claimed and has not recorded yet, found by primary key:
+    looking held rows up by owner instead is served by no index, a scan of the whole outbox
+    (25 ms of PostgreSQL's time at 100,000 rows, ten times that of the worker's database
+    thread on a busy machine) during which the worker's next claim waits.
     """
-    now = utcnow()
-    until = now + dt.timedelta(seconds=lease_seconds)
+    until = utcnow() + dt.timedelta(seconds=lease_seconds)
+    statement = _renew_statement(_is_postgres())
     renewed = 0
-    if ids is None:
-        result = db.session.execute(
-            update(_messages)
-            .where(_m.lease_owner == owner, _m.status == MessageStatus.SENDING.value)
-            .values(due_at=until)
-        )
-        renewed = result.rowcount or 0
-    else:
-        statement = _renew_statement(_is_postgres())
-        for chunk in _chunks(ids):
-            result = db.session.execute(statement, {"ids": chunk, "owner": owner,
-                                                    "until": until})
-            renewed += result.rowcount or 0
+    for chunk in _chunks(ids):
+        result = db.session.execute(statement, {"ids": chunk, "owner": owner, "until": until})
+        renewed += result.rowcount or 0
     db.session.commit()
     return renewed
 
