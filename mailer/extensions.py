@@ -72,8 +72,9 @@ class MailerLimiter(Limiter):
 
     def skip_when(self, predicate: Callable[[], bool]) -> Callable[[], bool]:
         """Decorate a predicate: when it is true, the check before the request does nothing.
-        It must be true only where no limit at all applies (default, application, blueprint
-        or the route's own); meta limits are not configured here, so none is passed over."""
+        It must be true only where no limit at all is meant to apply (default, application,
+        blueprint or the route's own); meta limits are not configured here, so none is
+        passed over."""
         self._skip_checks.append(predicate)
         return predicate
 

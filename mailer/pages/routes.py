@@ -146,7 +146,7 @@ def _unsubscribed_page(topic_name: str | None, scope: Scope) -> str:
     return page
 
 
-@limiter.request_filter
+@limiter.skip_when
 def one_click_is_never_limited() -> bool:
     """The one-click POST has no per-client limit, and skips Flask-Limiter altogether.
 
@@ -156,7 +156,7 @@ def one_click_is_never_limited() -> bool:
     of the providers' sender rules. Nothing is gained by limiting it: a token is signed for
     one address, so no rate of guessing unsubscribes anyone else, and repeating a token
     changes nothing. (`@limiter.exempt` alone would still resolve the route's limits on
-    every request; this filter answers before that.)
+    every request; this skips Flask-Limiter's check before it starts.)
     """
     return request.endpoint == "pages.unsubscribe_post"
 
