@@ -104,11 +104,20 @@ def test_rows_are_queued_promotional_mail_of_the_campaign_with_unguessable_ids(m
                                  "newsletter", {}, 0, False)
         assert row.due_at is not None
         assert re.fullmatch(r"[0-9a-f]{32}", row.public_id)
-    # One time prefix for the batch, then random digits: no two alike, no shared tail.
-    prefixes = {r.public_id[:8] for r in rows}
-    tails = {r.public_id[8:] for r in rows}
-    assert len(prefixes) == 1 and len(tails) == len(rows)
-    assert len({r.public_id[8:12] for r in rows}) > 1
+    # The batch's second, the row's place in address order (so the ids rise as the rows are
+    # inserted), then 19 random digits: no two alike, none shared with another batch's.
+    assert len({r.public_id[:8] for r in rows}) == 1
+    in_address_order = sorted(rows, key=lambda r: r.address_hash)
+    assert [int(r.public_id[8:13], 16) for r in in_address_order] == list(range(1, 21))
+    random_parts = [r.public_id[13:] for r in rows]
+    assert len(set(random_parts)) == len(rows)
+    assert len({part[:4] for part in random_parts}) > 1
+
+    second = new_campaign()
+    fan_out(second, 1000)
+    again = db.session.scalars(select(Message.public_id)
+                               .where(Message.campaign_id == second.id)).all()
+    assert len(again) == 20 and not {p[13:] for p in again} & set(random_parts)
 
 
 def test_a_batch_is_a_range_of_contact_ids_and_the_cursor_moves_with_it(make_topic):
