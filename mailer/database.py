@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import CheckConstraint, DateTime, Engine, event
 from sqlalchemy.types import TypeDecorator
 
+from mailer import sqlite_writers
+
 
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware in UTC."""
@@ -58,9 +60,29 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def configure_engine(engine: Engine) -> None:
-    """Apply per-connection settings the dialect needs (SQLite pragmas)."""
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+    """Apply per-connection settings the dialect needs (SQLite pragmas, the writer queue)."""
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _sqlite_on_connect)
+    path = engine.url.database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        writers = sqlite_writers.queue_for(path, SQLITE_BUSY_TIMEOUT_MS / 1000)
+
+        def queue_writers(dbapi_connection: Any, _record: Any) -> None:
+            if isinstance(dbapi_connection, sqlite_writers.QueuedConnection):
+                dbapi_connection.queue_writers(writers)
+
+        event.listen(engine, "connect", queue_writers)
+
+
+def engine_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """SQLAlchemy engine options for a database URL: SQLite connections are QueuedConnections
+    (mailer.sqlite_writers)."""
+    if not url.startswith("sqlite"):
+        return options
+    connect_args = {**options.get("connect_args", {}),
+                    "factory": sqlite_writers.QueuedConnection}
+    return {**options, "connect_args": connect_args}
 
 
 def truncate_sqlite_wal(engine: Engine, wait_seconds: float = 1.0) -> bool:

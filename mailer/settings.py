@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from config import ConfigError
+from mailer.database import engine_options
 
 SECRET_FILE = "secret_keys"
 
@@ -73,6 +74,8 @@ def _development_keys(app: Flask) -> list[str]:
 def resolve(app: Flask) -> None:
     """Fill the Flask and SQLAlchemy settings from the MAILER_* ones; fail with a clear message."""
     app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(app)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
     keys = list(app.config.get("MAILER_SECRET_KEYS") or [])
     if not keys:
         if app.config.get("ENV_NAME") == "production":

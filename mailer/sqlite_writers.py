@@ -1,0 +1,155 @@
+"""SQLite writers queue on an operating-system lock instead of SQLite's busy handler.
+
+SQLite lets one connection write at a time. A writer that finds the lock taken
+calls the busy handler, which sleeps 1, 2, 5, 10... milliseconds between tries
+however soon the lock is free: with two web processes writing, a request that
+collides loses a millisecond or more, and the slowest requests several. Here
+each write transaction first takes a lock of the process (a threading.Lock, so
+two connections of one process queue in order and give up after the busy
+timeout, as SQLite would make them) and then an exclusive flock() on a file
+beside the database, shared by every process that opens the database through
+this module: the kernel wakes the next writer the moment the last one commits.
+
+The locks are taken before the first write statement of a transaction (the
+Python driver opens the transaction there) and let go after its COMMIT or
+ROLLBACK. Readers take nothing: WAL lets them read beside the writer. A process
+that is not a mailer (the sqlite3 shell) still meets SQLite's own lock and busy
+handler, as before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from typing import Any
+
+# Statements that write (the driver opens its transaction before these).
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class WriterQueue:
+    """The write lock of one database file for this process."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path + "-writer.lock"
+        self.timeout = timeout
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._fd_pid = 0
+
+    def _file(self) -> int:
+        # A descriptor inherited across fork() shares its flock with the parent: each
+        # process opens its own.
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def acquire(self) -> None:
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise sqlite3.OperationalError("database is locked")
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_queues: dict[str, WriterQueue] = {}
+_queues_lock = threading.Lock()
+
+
+def queue_for(path: str, timeout: float) -> WriterQueue:
+    """The one WriterQueue of this process for a database file."""
+    key = os.path.abspath(path)
+    with _queues_lock:
+        queue = _queues.get(key)
+        if queue is None:
+            queue = _queues[key] = WriterQueue(key, timeout)
+        return queue
+
+
+class QueuedCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> QueuedCursor:
+        connection: QueuedConnection = self.connection  # type: ignore[assignment]
+        connection.before_statement(sql)
+        try:
+            super().execute(sql, parameters)
+        finally:
+            connection.after_statement()
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Any, /) -> QueuedCursor:
+        connection: QueuedConnection = self.connection  # type: ignore[assignment]
+        connection.before_statement(sql)
+        try:
+            super().executemany(sql, seq_of_parameters)
+        finally:
+            connection.after_statement()
+        return self
+
+
+class QueuedConnection(sqlite3.Connection):
+    """A sqlite3 connection whose write transactions hold the database's WriterQueue
+    (pass it as `factory=` to sqlite3.connect, with the queue set by `queue_writers`)."""
+
+    writers: WriterQueue | None = None
+    _holding = False
+
+    def queue_writers(self, writers: WriterQueue) -> None:
+        self.writers = writers
+
+    def cursor(self, factory: Any = QueuedCursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    # The shortcuts make a plain cursor inside the C code, not through cursor().
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any:  # type: ignore[override]
+        return self.cursor().executemany(sql, parameters)
+
+    def before_statement(self, sql: str) -> None:
+        if (self.writers is not None and not self._holding and not self.in_transaction
+                and sql.lstrip()[:7].upper().startswith(_WRITES)):
+            self.writers.acquire()
+            self._holding = True
+
+    def after_statement(self) -> None:
+        # A write that failed before the transaction opened, or ran in autocommit mode.
+        if self._holding and not self.in_transaction:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._holding:
+            self._holding = False
+            assert self.writers is not None
+            self.writers.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            if not self.in_transaction:
+                self._let_go()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            if not self.in_transaction:
+                self._let_go()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._let_go()
