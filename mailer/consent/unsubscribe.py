@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, insert, literal, select, update
+from sqlalchemy import Connection, Select, bindparam, exists, insert, literal, select, update
 
 from mailer.campaigns.models import Campaign
 from mailer.consent import services as consent
@@ -180,7 +181,8 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
     A link without a topic comes from a Tell-a-Friend mail: it means "never mail
     me again" and marks the address `blocked`. A campaign's link adds one to the
     campaign's unsubscribe count when it ends a subscription (a count, never who).
-    Nothing is committed: the request owns the commit.
+    The request owns the commit, but for one case: on PostgreSQL, with no transaction
+    of the session open, the common one-click (one statement) commits on its own.
     """
     if scope is Scope.TOPIC and target.topic_id is not None:
         done = _leave_topic(target, source)
@@ -193,18 +195,27 @@ def _leave_topic(target: LinkTarget, source: ConsentSource) -> Unsubscribed | No
     """The one-click's common cases in Core statements: a subscribed address leaves the
     topic, or a repeated click finds it gone already. None for anything else."""
     autoflush()  # Core statements do not flush: anything pending in the session goes first
-    # The session's connection: its transaction, committed by the request, and no ORM
-    # dispatch per statement.
-    connection = db.session.connection()
     params = {"p_topic": target.topic_id, "p_hash": target.address_hash, "p_now": utcnow(),
               "p_source": source.value, "p_campaign": target.campaign_id}
+    if db.engine.dialect.name == "postgresql" and not db.session().in_transaction():
+        # One statement is a transaction of its own: run alone, in autocommit, it spares
+        # the BEGIN and COMMIT round trips (half of the request's; the one-click is the
+        # busiest page). Nothing else of the request's is waiting to commit with it.
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as alone:
+            return _leave_topic_on(alone, params)
+    # The session's connection: its transaction, committed by the request, and no ORM
+    # dispatch per statement.
+    return _leave_topic_on(db.session.connection(), params)
+
+
+def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscribed | None:
     if connection.dialect.name == "postgresql":
         left = connection.execute(_LEAVE_LOG_AND_COUNT, params).first()
     else:
         left = connection.execute(_LEAVE_RETURNING, params).first()
         if left is not None:
             connection.execute(_LOG_TOPIC_EVENT, {**params, "p_contact": left.contact_id})
-            if target.campaign_id is not None:
+            if params["p_campaign"] is not None:
                 connection.execute(_COUNT_CAMPAIGN_UNSUBSCRIBE, params)
     if left is not None:
         return Unsubscribed(Scope.TOPIC, left.name)
