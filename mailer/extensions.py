@@ -5,7 +5,8 @@ Importing this module opens no connection and reads no setting.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import marshmallow as ma
@@ -119,19 +120,29 @@ def commit_and_keep() -> None:
         session.expire_on_commit = True
 
 
-def single_write_request() -> None:
-    """On PostgreSQL, run this request's statements in autocommit: for a request that writes
-    one statement, after its reads, and nothing after it that could fail.
+@contextmanager
+def single_write_request(enabled: bool = True) -> Iterator[None]:
+    """On PostgreSQL, run the statements of the block in autocommit: for a request that
+    writes one statement, after its reads, and commits the session at the end of the block.
 
     PostgreSQL's default isolation (READ COMMITTED) gives each statement its own snapshot
     inside a transaction too, and one statement is atomic alone, so such a request means
     the same without a transaction, and spares the round trips of BEGIN and COMMIT (two of
-    a send's five). Call it before the request's first statement; it does nothing on
-    SQLite (no round trips) or once the session has begun.
+    a send's five). Nothing changes on SQLite (no round trips), when `enabled` is false,
+    or when the session has begun already. A block left by an exception ends the session's
+    transaction, so the connection goes back to the pool and no later statement of the
+    session finds itself outside a transaction.
     """
     session = db.session()
-    if db.engine.dialect.name == "postgresql" and not session.in_transaction():
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if not enabled or db.engine.dialect.name != "postgresql" or session.in_transaction():
+        yield
+        return
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def autoflush() -> None:

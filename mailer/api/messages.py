@@ -124,11 +124,11 @@ class MessageCollection(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Queue one mail. A recipient the consent gate refuses: 422 recipient_suppressed."""
         key = _idempotency_key()
-        if key is None:
-            single_write_request()  # reads, then the outbox row: nothing to keep together
-        answer = messages.idempotent(g.api_key.id, key, request.get_json(),
-                                     lambda: _send(body))
-        db.session.commit()
+        # Without a key: reads, then the outbox row, nothing to keep together.
+        with single_write_request(enabled=key is None):
+            answer = messages.idempotent(g.api_key.id, key, request.get_json(),
+                                         lambda: _send(body))
+            db.session.commit()
         return answer.body, answer.status
 
 

@@ -127,6 +127,20 @@ def test_a_send_without_idempotency_key_runs_without_begin_and_commit_on_postgre
                 (response.get_json()["id"],)).scalar() == 1
 
 
+def test_a_refused_send_leaves_the_session_able_to_open_savepoints(client, auth, make_topic):
+    """A send the gate refuses ends in its autocommit block: the next request of the same
+    session (tests share one) runs in a transaction again, savepoints and all."""
+    make_topic("news", double_opt_in=False)
+    db.session.commit()
+    refused = client.post(MESSAGES, headers=auth, json={
+        "to": "nobody@example.com", "template": "newsletter", "category": "promotional",
+        "topic": "news", "data": {"headline": "Hi", "intro": "Hello"}})
+    assert refused.status_code == 422
+    assert create(client, auth, "ann@example.com", ["news"]) == 201  # uses a savepoint
+    with db.session.begin_nested():
+        pass
+
+
 def test_api_requests_open_no_cookie_session(app, client, auth, make_topic):
     # Opening (and saving) the signed-cookie session costs every request it is opened for.
     with app.test_request_context(CONTACTS, method="POST"):
