@@ -10,8 +10,9 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from mailer.campaigns.models import Campaign
 from mailer.contacts.models import Contact
 from mailer.extensions import db
 from mailer.topics.models import Topic
@@ -524,6 +525,25 @@ def test_a_card_number_in_the_path_is_refused(client, auth, method, template):
     response = client.open(template.format("4111111111111111@example.com"), method=method,
                            json=body, headers=auth)
     assert_envelope(response, 422, "card_number_refused")
+
+
+def test_ids_the_service_issued_are_not_read_as_card_numbers(client, auth):
+    """A message's or campaign's id is 32 hex digits of our making; about one in a hundred
+    holds a run of decimal digits that passes the card check, and must still be found."""
+    looks_like_a_card = "4111111111111111" + "abcdef0123456789"
+    response = client.get(f"/api/v1/messages/{looks_like_a_card}", headers=auth)
+    assert_envelope(response, 404, "message_not_found")
+    client.post(TOPICS, json={"slug": "news", "name": "News", "double_opt_in": False},
+                headers=auth)
+    created = client.post("/api/v1/campaigns", headers=auth, json={
+        "name": "Winter", "topic": "news", "template": "newsletter",
+        "data": {"headline": "Hi", "intro": "Hello"}})
+    assert created.status_code == 201
+    db.session.execute(update(Campaign).values(public_id=looks_like_a_card))
+    db.session.commit()
+    scheduled = client.post(f"/api/v1/campaigns/{looks_like_a_card}/schedule", json={},
+                            headers=auth)
+    assert scheduled.status_code == 200, scheduled.get_json()
 
 
 def test_a_card_number_in_the_query_string_is_refused(client, auth):
