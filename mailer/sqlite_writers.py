@@ -79,19 +79,16 @@ def queue_for(path: str, timeout: float) -> WriterQueue:
 
 class QueuedCursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> QueuedCursor:
-        connection: QueuedConnection = self.connection  # type: ignore[assignment]
-        connection.before_statement(sql)
-        try:
-            super().execute(sql, parameters)
-        finally:
-            connection.after_statement()
-        return self
+        return self._queued(super().execute, sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> QueuedCursor:
+        return self._queued(super().executemany, sql, seq_of_parameters)
+
+    def _queued(self, run: Any, sql: str, parameters: Any) -> QueuedCursor:
         connection: QueuedConnection = self.connection  # type: ignore[assignment]
         connection.before_statement(sql)
         try:
-            super().executemany(sql, seq_of_parameters)
+            run(sql, parameters)
         finally:
             connection.after_statement()
         return self
@@ -135,17 +132,16 @@ class QueuedConnection(sqlite3.Connection):
             self.writers.release()
 
     def commit(self) -> None:
-        try:
-            super().commit()
-        finally:
-            if not self.in_transaction:
-                self._let_go()
+        self._end_with(super().commit)
 
     def rollback(self) -> None:
+        self._end_with(super().rollback)
+
+    def _end_with(self, end: Any) -> None:
         try:
-            super().rollback()
+            end()
         finally:
-            if not self.in_transaction:
+            if not self.in_transaction:  # a failed COMMIT keeps its transaction (and queue)
                 self._let_go()
 
     def close(self) -> None:
