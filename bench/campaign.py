@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ from delivery import (
     own_cpu_seconds,
     process_cpu_seconds,
     rss_mb,
+    run_bench,
     start_worker,
     stop_worker,
 )
@@ -381,15 +381,10 @@ def print_summary(args: argparse.Namespace, runs: list[RunResult]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        runs = bench(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_bench(lambda: bench(args), lambda runs: finish(args, runs))
+
+
+def finish(args: argparse.Namespace, runs: list[RunResult]) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(

@@ -61,11 +61,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +93,26 @@ GOAL_RSS_GROWTH_MB = 20.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+T = TypeVar("T")
+
+
 class BenchError(RuntimeError):
     """The benchmark could not run; the message says why."""
+
+
+def run_bench(measure: Callable[[], T], report: Callable[[T], int]) -> int:
+    """Run a benchmark as a script: SIGTERM stops it as Ctrl-C does; the exit status is
+    `report`'s, or 2 when it could not run (why, on standard error), 130 when interrupted."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        measured = measure()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return report(measured)
 
 
 # --------------------------------------------------------------------------- options
@@ -822,15 +840,10 @@ def print_summary(report: Report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        report = bench(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_bench(lambda: bench(args), lambda report: finish(args, report))
+
+
+def finish(args: argparse.Namespace, report: Report) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(
