@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,29 @@ def spawn_flask(app: Flask, *args: str, **extra: str) -> subprocess.Popen[str]:
         cwd=ROOT, env=flask_env(app, **extra), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )
+
+
+# The start of a script for run_with_limits: the suite's config with Flask-Limiter on and a
+# SQLite file of its own (argv[1]); the script goes on with its own settings and create_app.
+LIMITED_APP_CONFIG = """
+import json, sys
+from config import TestConfig
+from mailer import create_app
+
+config = TestConfig.from_env({})
+config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
+config.MAILER_SECRET_KEYS = ["rate-limit-test"]
+config.MAILER_RATELIMIT_ENABLED = True
+"""
+
+
+def run_with_limits(script: str, database: Path, *args: str) -> dict:
+    """Run LIMITED_APP_CONFIG + `script` in a process of its own (the limiter is one object
+    per process, and off for the suite's app) and return the last line it prints, as JSON;
+    `args` follow the database as argv[2:]."""
+    result = subprocess.run(
+        [sys.executable, "-c", LIMITED_APP_CONFIG + script, str(database), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])

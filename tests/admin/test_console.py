@@ -6,8 +6,6 @@ import datetime as dt
 import json
 import logging
 import re
-import subprocess
-import sys
 
 import pytest
 from sqlalchemy import func, select
@@ -25,7 +23,7 @@ from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 from tests.pages.helpers import csrf_token
-from tests.processes import run_flask
+from tests.processes import run_flask, run_with_limits
 
 EMAIL = "marketer@shop.example"
 PASSWORD = "a long enough passphrase"
@@ -196,15 +194,8 @@ def test_the_login_form_needs_its_csrf_token(client, user):
 
 
 _RATE_LIMIT_CHECK = """
-import json, sys
-from config import TestConfig
-from mailer import create_app
 from mailer.extensions import db
 
-config = TestConfig.from_env({})
-config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
-config.MAILER_SECRET_KEYS = ["rate-limit-test"]
-config.MAILER_RATELIMIT_ENABLED = True
 config.WTF_CSRF_ENABLED = False
 app = create_app(config)
 with app.app_context():
@@ -219,10 +210,7 @@ print(json.dumps({"posts": posts, "get": client.get("/admin/login").status_code,
 
 
 def test_login_attempts_are_limited_per_client(tmp_path):
-    # A process of its own: the limiter is one object per process, off for the suite's app.
-    result = subprocess.run([sys.executable, "-c", _RATE_LIMIT_CHECK, str(tmp_path / "r.db")],
-                            capture_output=True, text=True, timeout=60, check=True)
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = run_with_limits(_RATE_LIMIT_CHECK, tmp_path / "r.db")
     assert outcome == {"posts": [422] * 5 + [429], "get": 200, "other_client": 422}
 
 

@@ -6,23 +6,14 @@ process of its own with limits enabled.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.processes import run_with_limits
 
 _CHECK = """
-import json, sys
 import flask_migrate
-from config import TestConfig
-from mailer import create_app
 from mailer.api.guards import unlimited_api_request
 from mailer.apikeys import services as apikeys
 from mailer.extensions import db
 
-config = TestConfig.from_env({})
-config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
-config.MAILER_SECRET_KEYS = ["rate-limit-test"]
-config.MAILER_RATELIMIT_ENABLED = True
 if sys.argv[2]:
     config.RATELIMIT_DEFAULT = sys.argv[2]
 app = create_app(config)
@@ -43,12 +34,7 @@ print(json.dumps({"statuses": statuses, "api_skipped": api_skipped,
 
 
 def check(tmp_path, default_limit: str = "") -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", _CHECK, str(tmp_path / "limits.db"), default_limit],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_with_limits(_CHECK, tmp_path / "limits.db", default_limit)
 
 
 def test_an_api_route_without_limits_skips_the_limiter(tmp_path):

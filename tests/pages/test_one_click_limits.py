@@ -7,26 +7,18 @@ process of its own with every kind of limit switched on and tight.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.processes import run_with_limits
 
 _CHECK = """
-import json, sys
 import flask_migrate
 from sqlalchemy import func, select
-from config import TestConfig
-from mailer import addresses, create_app
+from mailer import addresses
 from mailer.consent.models import Subscription
 from mailer.contacts import services as contacts
 from mailer.extensions import db
 from mailer.messages.compose import unsubscribe_token
 from mailer.topics.services import create_topic
 
-config = TestConfig.from_env({})
-config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
-config.MAILER_SECRET_KEYS = ["rate-limit-test"]
-config.MAILER_RATELIMIT_ENABLED = True
 config.MAILER_PAGE_RATE_LIMIT = "2 per minute"
 config.RATELIMIT_DEFAULT = "2 per minute"
 config.RATELIMIT_APPLICATION = "2 per minute"
@@ -57,8 +49,5 @@ print(json.dumps({"clicks": sorted(set(clicks)), "count": len(clicks), "left": l
 
 
 def test_many_one_click_posts_from_one_client_all_succeed(tmp_path):
-    result = subprocess.run([sys.executable, "-c", _CHECK, str(tmp_path / "limits.db")],
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = run_with_limits(_CHECK, tmp_path / "limits.db")
     assert outcome == {"clicks": [200], "count": 60, "left": 30, "others": [200, 200, 429]}

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from html import unescape
 from urllib.parse import urlencode
 
@@ -18,6 +15,7 @@ from mailer.extensions import db
 from mailer.messages.models import Message
 from mailer.referrals.models import Referral
 from mailer.suppressions.models import Suppression
+from tests.processes import run_with_limits
 
 PAGE = "/tell-a-friend"
 ITEM_URL = "http://127.0.0.1:5000/p/blue-guitar"
@@ -158,14 +156,6 @@ def test_several_errors_show_at_once(client):
 
 
 _RATE_LIMIT_CHECK = """
-import json, sys
-from config import TestConfig
-from mailer import create_app
-
-config = TestConfig.from_env({})
-config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
-config.MAILER_SECRET_KEYS = ["rate-limit-test"]
-config.MAILER_RATELIMIT_ENABLED = True
 config.MAILER_PAGE_RATE_LIMIT = "2 per minute"
 config.WTF_CSRF_ENABLED = False
 app = create_app(config)
@@ -177,8 +167,5 @@ print(json.dumps({"posts": posts, "get": client.get("/tell-a-friend").status_cod
 
 
 def test_posts_are_rate_limited_per_client(tmp_path):
-    # A process of its own: the limiter is one object per process, off for the suite's app.
-    result = subprocess.run([sys.executable, "-c", _RATE_LIMIT_CHECK, str(tmp_path / "r.db")],
-                            capture_output=True, text=True, timeout=60, check=True)
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = run_with_limits(_RATE_LIMIT_CHECK, tmp_path / "r.db")
     assert outcome == {"posts": [200, 200, 429], "get": 200}
