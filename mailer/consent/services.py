@@ -75,7 +75,8 @@ _UPDATE_SUBSCRIPTION = (
     .where(_subscriptions.c.id == bindparam("p_id"))
     .values(state=bindparam("p_state"), updated_at=bindparam("p_now"))
 )
-_INSERT_EVENT = insert(_events).values(
+# One consent event, every column a parameter (also the one-click's on SQLite).
+INSERT_EVENT = insert(_events).values(
     contact_id=bindparam("p_contact"), address_hash=bindparam("p_hash"),
     subject=bindparam("p_subject"), topic_id=bindparam("p_topic"), state=bindparam("p_state"),
     source=bindparam("p_source"), note=bindparam("p_note"), created_at=bindparam("p_now"),
@@ -90,7 +91,7 @@ def _contact_id(contact: Contact) -> int:
 
 def _log(contact: Contact, subject: ConsentSubject, state: str, source: ConsentSource,
          note: str | None, topic: Topic | None = None) -> None:
-    db.session.execute(_INSERT_EVENT, {
+    db.session.execute(INSERT_EVENT, {
         "p_contact": _contact_id(contact), "p_hash": contact.address_hash,
         "p_subject": subject.value, "p_topic": topic.id if topic is not None else None,
         "p_state": state, "p_source": source.value, "p_note": note, "p_now": utcnow(),

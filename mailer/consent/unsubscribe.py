@@ -118,13 +118,6 @@ _LEAVE = (
             updated_at=bindparam("p_now", type_=_subscriptions.c.updated_at.type))
 )
 
-_LOG_TOPIC_EVENT = insert(_events).values(
-    contact_id=bindparam("p_contact"), address_hash=bindparam("p_hash"),
-    subject=ConsentSubject.TOPIC.value, topic_id=bindparam("p_topic"),
-    state=SubscriptionState.UNSUBSCRIBED.value, source=bindparam("p_source"),
-    created_at=bindparam("p_now"),
-)
-
 _COUNT_CAMPAIGN_UNSUBSCRIBE = (
     update(_campaigns)
     .where(_campaigns.c.id == bindparam("p_campaign"))
@@ -214,7 +207,9 @@ def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscri
     else:
         left = connection.execute(_LEAVE_RETURNING, params).first()
         if left is not None:
-            connection.execute(_LOG_TOPIC_EVENT, {**params, "p_contact": left.contact_id})
+            connection.execute(consent.INSERT_EVENT, {
+                **params, "p_contact": left.contact_id, "p_subject": ConsentSubject.TOPIC.value,
+                "p_state": SubscriptionState.UNSUBSCRIBED.value, "p_note": None})
             if params["p_campaign"] is not None:
                 connection.execute(_COUNT_CAMPAIGN_UNSUBSCRIBE, params)
     if left is not None:
