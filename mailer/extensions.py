@@ -5,7 +5,7 @@ Importing this module opens no connection and reads no setting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -153,7 +153,7 @@ def autoflush() -> None:
         session.flush()
 
 
-def attach_inserted(model: type[M], row: dict[str, Any]) -> M:
+def attach_inserted(model: type[M], row: Mapping[str, Any]) -> M:
     """The session's persistent object of a row just written with a Core INSERT, as a flush
     would have left it, without reading the row back. `row` holds every column of `model`,
     primary key included (a column left out would be loaded by a SELECT when read).
@@ -164,9 +164,7 @@ def attach_inserted(model: type[M], row: dict[str, Any]) -> M:
     record every value as a change (history, events) only for it to be committed at once.
     """
     session = db.session()
-    instance = class_mapper(model).class_manager.new_instance()
-    instance_dict(instance).update(row)
-    make_transient_to_detached(instance)
+    instance = _detached(model, row)
     stale = session.identity_map.get(instance_state(instance).key)
     if stale is not None:
         # The object of a row rolled back earlier (SQLite hands its id out again): the row
@@ -174,3 +172,27 @@ def attach_inserted(model: type[M], row: dict[str, Any]) -> M:
         session.expunge(stale)
     session.add(instance)
     return instance
+
+
+def attach_loaded(model: type[M], row: Mapping[str, Any]) -> M:
+    """The session's object of a row read with a Core statement (every column of `model`, and
+    perhaps more, which is left out): the one the session holds for its key already, as an
+    ORM query would answer, or a new persistent one, filled as attach_inserted() fills it."""
+    session = db.session()
+    mapper = class_mapper(model)
+    key = mapper.identity_key_from_primary_key(
+        tuple(row[column.key] for column in mapper.primary_key))
+    held = session.identity_map.get(key)
+    if held is not None:
+        return held  # type: ignore[no-any-return]
+    instance = _detached(model, {attribute.key: row[attribute.columns[0].key]
+                                 for attribute in mapper.column_attrs})
+    session.add(instance)
+    return instance
+
+
+def _detached(model: type[M], row: Mapping[str, Any]) -> M:
+    instance = class_mapper(model).class_manager.new_instance()
+    instance_dict(instance).update(row)
+    make_transient_to_detached(instance)
+    return instance  # type: ignore[no-any-return]

@@ -209,33 +209,43 @@ def request_subscriptions(
     return outcome
 
 
+def requested_state(current: str | None, *, double_opt_in: bool, marked: bool,
+                    kind: RequestKind) -> SubscriptionState | None:
+    """The state a request for a topic (`double_opt_in`: the topic's setting) moves a
+    subscription in state `current` (None: no row yet) to, following ../shared/CONSENT.md;
+    None when the request leaves it as it is (it is subscribed, or an import finds it
+    unsubscribed). `pending` means the address must confirm.
+    """
+    if current == SubscriptionState.SUBSCRIBED:
+        return None
+    unsubscribed = current == SubscriptionState.UNSUBSCRIBED
+    if kind is RequestKind.IMPORTED and unsubscribed:
+        return None
+    # Someone who unsubscribed from the topic gets back in only by confirming
+    # themselves: a calling service re-sending its whole list must not undo it.
+    needs_confirmation = (
+        marked
+        or kind is RequestKind.UNVERIFIED
+        or (kind is RequestKind.ASK and (double_opt_in or unsubscribed))
+    )
+    return SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
+
+
 def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked: bool,
          kind: RequestKind, source: ConsentSource, note: str | None) -> None:
     """Ask for one subscription (see request_subscriptions), recording it in `outcome`."""
     current = subscription_for(contact, topic)
-    if current is not None and current.state == SubscriptionState.SUBSCRIBED:
+    state = requested_state(current.state if current is not None else None,
+                            double_opt_in=topic.double_opt_in, marked=marked, kind=kind)
+    if state is None:
+        assert current is not None
         outcome.states[topic.slug] = current.state
+        if current.state == SubscriptionState.UNSUBSCRIBED:
+            outcome.kept_unsubscribed.append(topic.slug)
         return
-    if (
-        kind is RequestKind.IMPORTED
-        and current is not None
-        and current.state == SubscriptionState.UNSUBSCRIBED
-    ):
-        outcome.states[topic.slug] = current.state
-        outcome.kept_unsubscribed.append(topic.slug)
-        return
-    # Someone who unsubscribed from the topic gets back in only by confirming
-    # themselves: a calling service re-sending its whole list must not undo it.
-    unsubscribed = current is not None and current.state == SubscriptionState.UNSUBSCRIBED
-    needs_confirmation = (
-        marked
-        or kind is RequestKind.UNVERIFIED
-        or (kind is RequestKind.ASK and (topic.double_opt_in or unsubscribed))
-    )
-    state = SubscriptionState.PENDING if needs_confirmation else SubscriptionState.SUBSCRIBED
     _set_state(contact, topic, state, source, note)
     outcome.states[topic.slug] = state
-    if needs_confirmation:
+    if state is SubscriptionState.PENDING:
         outcome.needs_confirmation.append(topic)
 
 

@@ -6,25 +6,31 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, delete, exists, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer import addresses
 from mailer.consent import services as consent
-from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject, SubscriptionState
+from mailer.consent.models import (
+    ConsentEvent,
+    ConsentSource,
+    ConsentSubject,
+    Subscription,
+    SubscriptionState,
+)
 from mailer.consent.services import RequestKind, SubscriptionOutcome
+from mailer.contacts import creating
 from mailer.contacts.models import Contact
 from mailer.database import SQLITE_BUSY_TIMEOUT_MS, truncate_sqlite_wal, utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
-from mailer.extensions import attach_inserted, autoflush, db
+from mailer.extensions import attach_inserted, attach_loaded, autoflush, db
 from mailer.messages import services as outbox
 from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.models import Topic
-from mailer.topics.services import in_order, topics_by_slug
+from mailer.topics.services import topics_by_slug
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_NAME = 64
@@ -84,29 +90,11 @@ class Upserted:
     outcome: SubscriptionOutcome
 
 
-# Statements of the create-or-update path, built once (building and keying a statement
-# costs about as much as SQLite running it).
+# Built once (building and keying a statement costs about as much as SQLite running it).
 _LOOKUP = (
     select(Contact)
     .where(Contact.email == bindparam("email"))
     .options(selectinload(Contact.subscriptions))
-)
-_INSERT: dict[str, Any] = {}
-# Whether the address is known, and whether it has a mark, in one row (a new address, the
-# common case, needs nothing else read)...
-_contacts = Contact.__table__
-_KNOWN = select(
-    select(_contacts.c.id).where(_contacts.c.email == bindparam("email"))
-    .scalar_subquery().label("contact_id"),
-    suppressions.is_marked(bindparam("address_hash")).label("marked"),
-)
-# ...and with the topics asked for, in the same round trip: that row joined to each topic of
-# the slugs (a row per topic found; one row, with no topic, when none is).
-_known = _KNOWN.subquery("known")
-_KNOWN_AND_TOPICS = (
-    select(_known.c.contact_id, _known.c.marked, Topic)
-    .select_from(_known)
-    .outerjoin(Topic, Topic.slug.in_(bindparam("slugs", expanding=True)))
 )
 
 
@@ -115,52 +103,16 @@ def _lookup(email: str) -> Contact | None:
     return db.session.scalar(_LOOKUP, {"email": email})
 
 
-def _probe(email: str, address_hash: str, slugs: list[str] | tuple[str, ...]
-           ) -> tuple[int | None, bool, list[Topic]]:
-    """The contact id of a normalized address (None when new), whether the address has a
-    mark, and the topics of the slugs in order, in one statement; an unknown slug raises
-    ValidationFailed naming `topics`, as topics_by_slug() does."""
-    params: dict[str, Any] = {"email": email, "address_hash": address_hash}
-    wanted = list(dict.fromkeys(slugs))
-    if not wanted:
-        contact_id, marked = db.session.execute(_KNOWN, params).one()
-        return contact_id, bool(marked), []
-    rows = db.session.execute(_KNOWN_AND_TOPICS, {**params, "slugs": wanted}).all()
-    topics = in_order(wanted, (topic for _id, _marked, topic in rows if topic is not None))
-    contact_id, marked, _topic = rows[0]
-    return contact_id, bool(marked), list(topics.values())
-
-
-_NEW_CONTACT_COLUMNS = ("email", "address_hash", "attributes", "source", "partner_sharing",
-                        "created_at", "updated_at")
-
-
-def _insert_statement() -> Any:
-    name = db.engine.dialect.name
-    statement = _INSERT.get(name)
-    if statement is None:
-        dialect = postgresql if name == "postgresql" else sqlite
-        table = Contact.__table__
-        statement = _INSERT[name] = (
-            dialect.insert(table)
-            .values({column: bindparam(column) for column in _NEW_CONTACT_COLUMNS})
-            .on_conflict_do_nothing()
-            .returning(table.c.id)
-        )
-    return statement
-
-
 def _insert_new(email: str, address_hash: str, *, attributes: dict[str, Any],
                 source: str | None, partner_sharing: bool) -> Contact | None:
     """INSERT the contact unless the address exists; None when it does (a concurrent request
-    made it after our lookup). ON CONFLICT DO NOTHING, so the loser never sees a unique
-    violation: on PostgreSQL it waits for the winner's commit, on SQLite for its write lock,
-    and then reads the winner's row as any update would."""
+    made it after our lookup)."""
     now = utcnow()
     values = {"email": email, "address_hash": address_hash, "attributes": attributes,
               "source": source, "partner_sharing": partner_sharing, "created_at": now,
               "updated_at": now}
-    new_id = db.session.execute(_insert_statement(), values).scalar()
+    statement = creating.INSERT_CONTACT[db.engine.dialect.name]
+    new_id = db.session.connection().execute(statement, values).scalar()
     if new_id is None:
         return None
     # The row holds exactly these values: make it the session's persistent object without
@@ -189,18 +141,30 @@ def upsert(
     `email_is_normalized`: the caller has already put `email` through
     `addresses.normalize()` (the API's Email field does), so it is not done twice.
 
-    Every read comes first and the writes last: a new contact is inserted at once
-    (so that a concurrent create of the same address turns into an update), the
-    rest goes out with the caller's next flush or commit.
+    Every read comes first and the writes last. A new address that needs no confirmation is
+    written whole at once (see `creating`); otherwise a new contact is inserted at once (so
+    that a concurrent create of the same address turns into an update), and the rest goes
+    out with the caller's next flush or commit.
     """
     normalized = email if email_is_normalized else _normalize(email)
     # The contact's address_hash is this very hash: both come from the normal form.
     address_hash = addresses.keyed_hash(normalized)
     autoflush()  # what the caller has pending is read too, as by an ORM query
-    contact_id, marked, wanted_topics = _probe(normalized, address_hash, topics)
-    if attributes is not None:
-        check_attributes(attributes)
-    contact = _lookup(normalized) if contact_id is not None else None
+    asked = _Asked(normalized, address_hash, source, partner_sharing, attributes, channel, kind)
+    session = db.session()
+    if db.engine.dialect.name == "postgresql" and not session.in_transaction():
+        # Nothing of the caller's is waiting to commit: the read and, for a new address, the
+        # one write run alone in autocommit, each a transaction of its own, without the round
+        # trips of BEGIN and COMMIT (a new contact's seven are three, the pool's ping
+        # included).
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as alone:
+            found, whole = _probe_and_create(alone, topics, asked)
+    else:
+        found, whole = _probe_and_create(session.connection(), topics, asked)
+    if whole is not None:
+        return whole
+    wanted_topics = [attach_loaded(Topic, row._mapping) for row in found.topics]
+    contact = _lookup(normalized) if found.contact_id is not None else None
     created = False
     for _attempt in range(3):
         if contact is not None:
@@ -229,9 +193,74 @@ def upsert(
         if partner_sharing is not None:
             consent.set_partner_sharing(contact, partner_sharing, source=channel, note=source)
     outcome = consent.request_subscriptions(
-        contact, wanted_topics, source=channel, note=source, kind=kind, marked=marked
+        contact, wanted_topics, source=channel, note=source, kind=kind, marked=found.marked
     )
     return Upserted(contact=contact, created=created, outcome=outcome)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What upsert() was asked, for _create_whole()."""
+
+    email: str
+    address_hash: str
+    source: str | None
+    partner_sharing: bool | None
+    attributes: dict[str, Any] | None
+    channel: ConsentSource
+    kind: RequestKind
+
+
+def _probe_and_create(connection: Connection, topics: list[str] | tuple[str, ...],
+                      asked: _Asked) -> tuple[creating.Probe, Upserted | None]:
+    """The probe of the address and, when it is new, _create_whole()'s answer."""
+    found = creating.probe(connection, asked.email, asked.address_hash, topics)
+    if asked.attributes is not None:
+        check_attributes(asked.attributes)
+    return found, _create_whole(connection, found, asked) if found.contact_id is None else None
+
+
+def _create_whole(connection: Connection, found: creating.Probe, asked: _Asked
+                  ) -> Upserted | None:
+    """A new address whose subscriptions need no confirmation, written whole on `connection`
+    (contact, subscriptions, consent events) and made the session's objects; None, with
+    nothing written, when the address was made meanwhile or a topic needs the address to
+    confirm (its confirmation mail is to be written in the same transaction)."""
+    states = [consent.requested_state(None, double_opt_in=topic.double_opt_in,
+                                      marked=found.marked, kind=asked.kind)
+              for topic in found.topics]
+    if SubscriptionState.PENDING in states:
+        return None
+    now = utcnow()
+    values = {"email": asked.email, "address_hash": asked.address_hash,
+              # Merged into nothing: a null value has nothing to remove.
+              "attributes": {k: v for k, v in (asked.attributes or {}).items() if v is not None},
+              "source": asked.source, "partner_sharing": asked.partner_sharing is True,
+              "created_at": now, "updated_at": now}
+    events = [{"subject": ConsentSubject.PARTNER_SHARING.value, "topic_id": None,
+               "state": "granted"}] if asked.partner_sharing else []
+    events += [{"subject": ConsentSubject.TOPIC.value, "topic_id": topic.id, "state": state}
+               for topic, state in zip(found.topics, states, strict=True)]
+    written = creating.write_new(
+        connection, values,
+        [creating.FirstSubscription(topic.id, state)
+         for topic, state in zip(found.topics, states, strict=True)],
+        events, source=asked.channel.value, note=asked.source, now=now)
+    if written is None:
+        return None
+    contact = attach_inserted(Contact, {"id": written.contact_id, **values})
+    outcome = SubscriptionOutcome()
+    subscriptions = []
+    for row, state in zip(found.topics, states, strict=True):
+        subscription = attach_inserted(Subscription, {
+            "id": written.subscription_ids[row.id], "contact_id": written.contact_id,
+            "topic_id": row.id, "state": state, "created_at": now, "updated_at": now})
+        set_committed_value(subscription, "topic", attach_loaded(Topic, row._mapping))
+        set_committed_value(subscription, "contact", contact)
+        subscriptions.append(subscription)
+        outcome.states[row.slug] = state
+    set_committed_value(contact, "subscriptions", subscriptions)
+    return Upserted(contact=contact, created=True, outcome=outcome)
 
 
 def merge_attributes(contact: Contact, changes: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol, TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +11,16 @@ from sqlalchemy.exc import IntegrityError
 from mailer.errors import Conflict, ValidationFailed
 from mailer.extensions import db
 from mailer.topics.models import Topic
+
+
+class Slugged(Protocol):
+    """A topic, or a row of the topics table."""
+
+    @property
+    def slug(self) -> str: ...
+
+
+T = TypeVar("T", bound=Slugged)
 
 
 def list_topics(*, public_only: bool = False) -> list[Topic]:
@@ -52,8 +63,8 @@ def topics_by_slug(slugs: Iterable[str], field: str = "topics") -> dict[str, Top
     return in_order(wanted, db.session.scalars(_BY_SLUGS, {"slugs": wanted}), field)
 
 
-def in_order(wanted: Iterable[str], found: Iterable[Topic], field: str = "topics"
-             ) -> dict[str, Topic]:
+def in_order(wanted: Iterable[str], found: Iterable[T], field: str = "topics"
+             ) -> dict[str, T]:
     """Map each wanted slug, in order, to its topic among `found` (the topics read for them);
     a slug with none raises ValidationFailed naming `field` and every unknown slug."""
     by_slug = {topic.slug: topic for topic in found}

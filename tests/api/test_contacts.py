@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from sqlalchemy import select, text
 
 from mailer import addresses
@@ -418,6 +419,42 @@ def test_export_holds_the_contact_and_its_consent_history(client, auth, make_top
     assert ("partner_sharing", None, "granted", "api", "checkout") in history
     assert history[-1] == ("topic", "deals", "unsubscribed", "api", None)
     assert all(e["at"] for e in held["consent_history"])
+
+
+@pytest.mark.parametrize("double_opt_in", [False, True],
+                         ids=["written-whole", "with-a-confirmation-mail"])
+def test_a_new_contact_is_recorded_alike_on_both_ways_of_writing_it(
+        client, auth, make_topic, double_opt_in):
+    """A new address needing no confirmation is written in one go (one statement on
+    PostgreSQL), one that needs it through the consent services: the same rows either way."""
+    make_topic("news", double_opt_in=double_opt_in)
+    make_topic("deals", double_opt_in=double_opt_in)
+    state = "pending" if double_opt_in else "subscribed"
+    answer = created(client, auth, email="Ann@Example.com", topics=["deals", "news", "deals"],
+                     source="checkout", partner_sharing=True,
+                     attributes={"country": "DE", "plan": None})
+    assert answer["email"] == "ann@example.com"
+    assert answer["subscriptions"] == {"deals": state, "news": state}
+    assert answer["attributes"] == {"country": "DE"}
+    assert answer["partner_sharing"] is True and answer["source"] == "checkout"
+    assert answer["created_at"] == answer["updated_at"]
+    assert get(client, auth, "ann@example.com") == answer
+
+    held = export(client, auth, "ann@example.com")
+    history = [(e["subject"], e["topic"], e["state"], e["source"], e["note"])
+               for e in held["consent_history"]]
+    # In the order asked, the partner-sharing grant first.
+    assert history == [("partner_sharing", None, "granted", "api", "checkout"),
+                       ("topic", "deals", state, "api", "checkout"),
+                       ("topic", "news", state, "api", "checkout")]
+    assert {slug: s["state"] for slug, s in held["subscriptions"].items()} == {
+        "deals": state, "news": state}
+    mails = db.session.scalars(select(Message.template)).all()
+    assert mails == (["confirm_subscription"] if double_opt_in else [])
+    # And it is a contact like any other: asking again changes nothing.
+    again = post(client, auth, email="ann@example.com", topics=["news"])
+    assert again.status_code == 200
+    assert again.get_json()["subscriptions"] == {"deals": state, "news": state}
 
 
 def test_export_of_an_unknown_address_is_404(client, auth):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from mailer.consent import services as consent_services
 from mailer.consent.models import ConsentEvent, Subscription
+from mailer.contacts import creating
 from mailer.contacts import services as contacts_services
 from mailer.contacts.models import Contact
 from mailer.extensions import db
@@ -57,26 +58,30 @@ def post_at_once_each(app, auth, calls: list[tuple[str, str, dict[str, Any]]]
     return results  # type: ignore[return-value]
 
 
-def hold_both_at(monkeypatch, module: Any, name: str) -> None:
-    """Hold each of two requests the first time it calls `module.name` until the other one
-    is there too: both then do it together, the race a plain run only sometimes hits."""
+def hold_both_at(monkeypatch, *places: tuple[Any, str]) -> None:
+    """Hold each of two requests the first time it calls any `module.name` of `places` until
+    the other one is there too: both then go on together, the race a plain run only sometimes
+    hits."""
     both_there = threading.Barrier(2, timeout=10)
-    original = getattr(module, name)
     local = threading.local()
 
-    def held(*args: Any, **kwargs: Any):
-        if not getattr(local, "waited", False):
-            local.waited = True
-            both_there.wait()
-        return original(*args, **kwargs)
+    def holding(original):
+        def held(*args: Any, **kwargs: Any):
+            if not getattr(local, "waited", False):
+                local.waited = True
+                both_there.wait()
+            return original(*args, **kwargs)
+        return held
 
-    monkeypatch.setattr(module, name, held)
+    for module, name in places:
+        monkeypatch.setattr(module, name, holding(getattr(module, name)))
 
 
 @pytest.fixture
 def both_look_before_either_creates(monkeypatch):
-    """Both requests insert the contact they found missing: they create the same address."""
-    hold_both_at(monkeypatch, contacts_services, "_insert_new")
+    """Both requests insert the contact they found missing: they create the same address,
+    written whole (no confirmation needed) or alone (one is)."""
+    hold_both_at(monkeypatch, (creating, "write_new"), (contacts_services, "_insert_new"))
 
 
 def counts(email: str) -> tuple[int, int, int]:
@@ -133,7 +138,7 @@ def test_many_simultaneous_creates_of_one_address_make_one_contact(app, auth, ma
 def both_insert_the_first_subscription(monkeypatch):
     """Both requests insert the subscription they found missing: they make the first
     subscription of one contact to one topic together."""
-    hold_both_at(monkeypatch, consent_services, "_insert_subscription")
+    hold_both_at(monkeypatch, (consent_services, "_insert_subscription"))
 
 
 def existing_contact(client, auth, email: str) -> None:

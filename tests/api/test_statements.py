@@ -45,25 +45,88 @@ def create(client, auth, email: str, topics: list[str]) -> int:
     return response.status_code
 
 
-def test_a_new_contact_with_a_topic_takes_four_statements(client, auth, make_topic):
+def autocommit(driver_connection) -> bool:
+    if hasattr(driver_connection, "autocommit"):  # psycopg
+        return driver_connection.autocommit
+    return driver_connection.isolation_level is None  # sqlite3
+
+
+@contextmanager
+def modes() -> Iterator[list[bool]]:
+    """Whether each statement sent meanwhile ran in autocommit, in order."""
+    seen: list[bool] = []
+
+    def keep(conn, _cursor, _statement, _parameters, _context, _executemany) -> None:
+        seen.append(autocommit(conn.connection.driver_connection))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", keep)
+
+
+def test_a_new_contact_with_a_topic_takes_two_statements_on_postgresql_four_on_sqlite(
+        client, auth, make_topic):
     make_topic("news", double_opt_in=False)
     assert create(client, auth, "first@example.com", ["news"]) == 201
-    with statements() as sent:
+    db.session.commit()  # a served request starts with no transaction of the session
+    with statements() as sent, modes() as autocommitted:
         assert create(client, auth, "ann@example.com", ["news"]) == 201
-    # One read (is the address known or marked, and the topics), then the contact, its
-    # subscription and the consent event, each written once.
-    assert len(sent) == 4, sent
+    # One read (is the address known or marked, and the topics)...
     assert sent[0].startswith("SELECT") and "topics" in sent[0], sent
-    assert [s.split("(")[0].split()[2] for s in sent[1:]] == [
-        "contacts", "subscriptions", "consent_events"], sent
+    if db.engine.dialect.name == "postgresql":
+        # ...then the contact, its subscription and the consent event in one statement, both
+        # in autocommit: no BEGIN, no COMMIT, two round trips less.
+        assert len(sent) == 2, sent
+        assert sent[1].startswith("WITH new_contact AS (INSERT INTO contacts"), sent
+        assert "INSERT INTO subscriptions" in sent[1] and "INSERT INTO consent_events" in sent[1]
+        assert autocommitted == [True, True]
+    else:
+        # ...then each written once.
+        assert len(sent) == 4, sent
+        assert [s.split("(")[0].split()[2] for s in sent[1:]] == [
+            "contacts", "subscriptions", "consent_events"], sent
+        assert autocommitted == [False] * 4
+    with db.engine.connect() as connection:  # the pool's connection, back in its mode
+        assert not autocommit(connection.connection.driver_connection)
+
+
+def test_a_new_contact_in_a_transaction_of_the_session_writes_in_it(client, auth, make_topic):
+    """A request that has written already (here: the test's own session, which the request
+    shares) keeps its one transaction: the contact commits with the rest or not at all."""
+    news = make_topic("news", double_opt_in=False)
+    assert create(client, auth, "first@example.com", ["news"]) == 201
+    news.name = "News, renamed"
+    db.session.flush()
+    with statements() as sent, modes() as autocommitted:
+        assert create(client, auth, "ann@example.com", ["news"]) == 201
+    assert len(sent) == (2 if db.engine.dialect.name == "postgresql" else 4), sent
+    assert set(autocommitted) == {False}
 
 
 def test_a_new_contact_without_topics_takes_two_statements(client, auth):
     assert create(client, auth, "first@example.com", []) == 201
     with statements() as sent:
         assert create(client, auth, "ann@example.com", []) == 201
-    assert len(sent) == 2, sent
     assert sent[0].startswith("SELECT") and "topics" not in sent[0], sent
+    assert len(sent) == 2, sent
+
+
+def test_a_new_contact_of_a_double_opt_in_topic_writes_in_one_transaction(
+        client, auth, make_topic):
+    """Its confirmation mail is written too, in the transaction of the contact and its
+    pending subscription: none without the other."""
+    make_topic("news", double_opt_in=True)
+    assert create(client, auth, "first@example.com", ["news"]) == 201
+    db.session.commit()
+    with statements() as sent, modes() as autocommitted:
+        assert create(client, auth, "ann@example.com", ["news"]) == 201
+    writes = [s.split("(")[0].split()[2] for s in sent if s.startswith("INSERT")]
+    assert writes[:3] == ["contacts", "subscriptions", "consent_events"], sent
+    assert "messages" in writes, sent
+    # The probe may run alone; every write runs in the request's transaction.
+    assert set(autocommitted[1:]) == {False}, autocommitted
 
 
 def test_an_unknown_topic_is_found_out_by_the_one_read(client, auth, make_topic):
@@ -95,30 +158,16 @@ def test_a_send_without_idempotency_key_runs_without_begin_and_commit_on_postgre
     body = {"to": "buyer@example.com", "template": "receipt", "data": RECEIPT,
             "category": "transactional"}
     assert client.post(MESSAGES, json=body, headers=auth).status_code == 202
-    modes: list[bool] = []
-
-    def autocommit(driver_connection) -> bool:
-        if hasattr(driver_connection, "autocommit"):  # psycopg
-            return driver_connection.autocommit
-        return driver_connection.isolation_level is None  # sqlite3
-
-    def mode(conn, _cursor, _statement, _parameters, _context, _executemany) -> None:
-        modes.append(autocommit(conn.connection.driver_connection))
-
     postgres = db.engine.dialect.name == "postgresql"
     for idempotency_key, alone in ((None, postgres), ("order-A-17", False)):
         db.session.commit()  # a served request starts with no transaction of the session
-        modes.clear()
-        event.listen(db.engine, "before_cursor_execute", mode)
-        try:
+        with modes() as autocommitted:
             headers = {**auth, **({"Idempotency-Key": idempotency_key}
                                   if idempotency_key else {})}
             response = client.post(MESSAGES, headers=headers,
                                    json={**body, "to": f"{idempotency_key}@example.com"})
-        finally:
-            event.remove(db.engine, "before_cursor_execute", mode)
         assert response.status_code == 202
-        assert modes and set(modes) == {alone}, modes
+        assert autocommitted and set(autocommitted) == {alone}, autocommitted
         with db.engine.connect() as connection:  # the pool's connection, back in its mode
             assert not autocommit(connection.connection.driver_connection)
             assert connection.exec_driver_sql(
