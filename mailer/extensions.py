@@ -191,6 +191,17 @@ def attach_loaded(model: type[M], row: Mapping[str, Any]) -> M:
     return instance
 
 
+def copy_of_row(model: type[M], row: Mapping[str, Any]) -> M:
+    """An object of `model` holding the row's values of its columns (`row` may hold more), in
+    no session: to answer with what was just written or read, a third of attaching it costs.
+    It loads nothing, and nothing done to it is written."""
+    instance = class_mapper(model).class_manager.new_instance()
+    instance_dict(instance).update(
+        (attribute.key, row[attribute.columns[0].key])
+        for attribute in class_mapper(model).column_attrs)
+    return instance  # type: ignore[no-any-return]
+
+
 def _detached(model: type[M], row: Mapping[str, Any]) -> M:
     instance = class_mapper(model).class_manager.new_instance()
     instance_dict(instance).update(row)

@@ -115,6 +115,7 @@ class ContactCollection(MethodView):
             partner_sharing=body["partner_sharing"],
             attributes=body["attributes"],
             email_is_normalized=True,  # the Email field did it
+            answer_only=True,  # the contact is only serialized
         )
         confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation)
         commit_and_keep()
