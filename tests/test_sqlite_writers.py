@@ -13,7 +13,12 @@ import time
 
 import pytest
 
-from mailer.sqlite_writers import QueuedConnection, WriterQueue
+from mailer.sqlite_writers import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_ROWS,
+    QueuedConnection,
+    WriterQueue,
+)
 
 
 def connect(path, queue: WriterQueue) -> QueuedConnection:
@@ -131,3 +136,66 @@ def test_processes_queue_on_the_lock_file_and_the_next_wakes_at_the_commit(datab
     assert -0.05 < wrote - child_committed < 0.05
     assert [v for (v,) in connection.execute("SELECT v FROM t ORDER BY id")] == ["child",
                                                                                  "parent"]
+
+
+def rows_in_the_database_file(path) -> int:
+    """Rows of t in the main file alone, the write-ahead log left unread (what checkpoints
+    have copied there)."""
+    main_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return main_only.execute("SELECT count(*) FROM t").fetchone()[0]
+    finally:
+        main_only.close()
+
+
+def test_a_checkpoint_follows_every_so_many_write_transactions_once_the_lock_is_let_go(
+        database):
+    queue = WriterQueue(database, timeout=5)
+    connection = connect(database, queue)
+    # SQLite's own checkpoint, inside COMMIT and so under the lock, is off.
+    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    held_at_checkpoint: list[bool] = []
+
+    def seen(statement: str) -> None:
+        if "wal_checkpoint" in statement:
+            # A second descriptor of the lock file: flock() refuses it while the queue is held.
+            probe = open(queue.path, "rb")  # noqa: SIM115
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+                held_at_checkpoint.append(False)
+            except BlockingIOError:
+                held_at_checkpoint.append(True)
+            finally:
+                probe.close()
+
+    connection.set_trace_callback(seen)
+    for i in range(CHECKPOINT_EVERY - 1):
+        connection.execute("INSERT INTO t (v) VALUES (?)", (f"v{i}",))
+        connection.commit()
+        connection.execute("SELECT count(*) FROM t").fetchone()  # reads count for nothing
+        connection.commit()
+    assert held_at_checkpoint == []
+    assert rows_in_the_database_file(database) == 0  # all of it still in the log
+    connection.execute("INSERT INTO t (v) VALUES ('last')")
+    connection.commit()
+    assert held_at_checkpoint == [False]
+    assert rows_in_the_database_file(database) == CHECKPOINT_EVERY
+    # A rolled-back transaction is not counted.
+    connection.execute("INSERT INTO t (v) VALUES ('undone')")
+    connection.rollback()
+    assert held_at_checkpoint == [False]
+
+
+def test_a_transaction_of_many_rows_is_checkpointed_at_once(database):
+    queue = WriterQueue(database, timeout=5)
+    connection = connect(database, queue)
+    connection.execute("INSERT INTO t (v) VALUES ('undone')")
+    connection.rollback()  # rows rolled back count for nothing
+    connection.executemany("INSERT INTO t (v) VALUES (?)",
+                           ((f"v{i}",) for i in range(CHECKPOINT_ROWS - 1)))
+    connection.commit()
+    assert rows_in_the_database_file(database) == 0
+    connection.execute("INSERT INTO t (v) VALUES ('last')")
+    connection.commit()
+    assert rows_in_the_database_file(database) == CHECKPOINT_ROWS
