@@ -6,9 +6,10 @@ statements themselves. `contacts.services.upsert()` decides, with the consent ru
 written, and turns the rows written into the session's objects.
 
 A new address that needs no confirmation mail is written whole: the contact, its first
-subscriptions and their consent events. On PostgreSQL that is one statement (data-modifying
-CTEs), which `upsert()` runs alone in autocommit when it is all the request writes; on SQLite,
-which lacks them, one statement a table.
+subscriptions and their consent events. On SQLite that is the probe, then a statement a table.
+On PostgreSQL the probe and the writes are one statement (data-modifying CTEs), which writes
+only where the consent rules, as `upsert()` passes them in, subscribe every topic asked for
+at once; `upsert()` runs it alone in autocommit when it is all the request writes.
 """
 
 from __future__ import annotations
@@ -19,19 +20,25 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    Boolean,
     Connection,
     Integer,
     Row,
     String,
+    and_,
     bindparam,
+    case,
     func,
     insert,
+    literal,
+    null,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.consent.models import ConsentEvent, Subscription
+from mailer.consent.models import ConsentEvent, ConsentSubject, Subscription, SubscriptionState
 from mailer.consent.services import INSERT_EVENT
 from mailer.contacts.models import Contact
 from mailer.suppressions import services as suppressions
@@ -124,15 +131,11 @@ class NewContact:
 def write_new(connection: Connection, contact: dict[str, Any],
               subscriptions: list[FirstSubscription], events: list[dict[str, Any]],
               *, source: str, note: str | None, now: dt.datetime) -> NewContact | None:
-    """Write a new contact (`contact`: a value for each of NEW_CONTACT_COLUMNS), its first
-    subscriptions and its consent events (each: subject, topic_id, state), in that order;
-    None, with nothing written, when the address exists (a concurrent request made it).
+    """SQLite: write a new contact (`contact`: a value for each of NEW_CONTACT_COLUMNS), its
+    first subscriptions and its consent events (each: subject, topic_id, state), in that
+    order; None, with nothing written, when the address exists (a concurrent request made it).
 
-    `contact` and each event also carry the address hash; `source`, `note` and `now` are
-    the events' (`now` the subscriptions' times too)."""
-    if connection.dialect.name == "postgresql":
-        return _write_new_in_one_statement(connection, contact, subscriptions, events,
-                                           source=source, note=note, now=now)
+    `source`, `note` and `now` are the events' (`now` the subscriptions' times too)."""
     contact_id = connection.execute(INSERT_CONTACT["sqlite"], contact).scalar()
     if contact_id is None:
         return None
@@ -155,78 +158,120 @@ def write_new(connection: Connection, contact: dict[str, Any],
 _INSERT_SUBSCRIPTIONS = insert(_subscriptions).returning(_subscriptions.c.id,
                                                          _subscriptions.c.topic_id)
 
+# Whether a new address's request for a topic subscribes it at once, by (the address has a
+# mark, the topic wants double opt-in): consent.services.requested_state()'s answers for the
+# request's kind, which the one statement below looks up and never decides itself.
+SubscribesAtOnce = dict[tuple[bool, bool], bool]
 
-def _write_all_in_one_statement() -> Any:
-    """PostgreSQL: the contact, its subscriptions and its events as data-modifying CTEs of one
-    statement. The subscriptions and events are arrays unnested in order; each joins the
-    contact's new row, so nothing is written when the address existed (no row came back)."""
-    new_contact = INSERT_CONTACT["postgresql"].cte("new_contact")
+
+def _probe_and_write_statement() -> Any:
+    """PostgreSQL: probe() and write_new() in one statement.
+
+    `asked` holds the topics of the slugs, `known` the address's contact and mark. The
+    contact is inserted only when the address is new, every slug is a topic and the rules
+    passed in subscribe each of them at once (no confirmation mail is due); its subscriptions
+    and consent events join its new row, so without one nothing is written. The answer is
+    probe()'s, a row per topic found (or one row), with the ids of what was written."""
+    email = bindparam("email", type_=_contacts.c.email.type)
+    address_hash = bindparam("address_hash", type_=_contacts.c.address_hash.type)
     now = bindparam("p_now", type_=_events.c.created_at.type)
-    asked = (
-        func.unnest(bindparam("p_sub_topics", type_=ARRAY(Integer)),
-                    bindparam("p_sub_states", type_=ARRAY(String)))
-        .table_valued("topic_id", "state", with_ordinality="position")
-        .render_derived(name="asked")
+    wanted = (func.unnest(bindparam("p_slugs", type_=ARRAY(String)))
+              .table_valued("slug", with_ordinality="position").render_derived(name="wanted"))
+    asked = (select(_topics, wanted.c.position).select_from(wanted)
+             .join(_topics, _topics.c.slug == wanted.c.slug).cte("asked"))
+    known = select(
+        select(_contacts.c.id).where(_contacts.c.email == email)
+        .scalar_subquery().label("contact_id"),
+        suppressions.is_marked(address_hash).label("marked"),
+    ).cte("known")
+    subscribes = case(
+        (and_(known.c.marked, asked.c.double_opt_in), bindparam("p_marked_double", Boolean)),
+        (known.c.marked, bindparam("p_marked_single", Boolean)),
+        (asked.c.double_opt_in, bindparam("p_double", Boolean)),
+        else_=bindparam("p_single", Boolean),
+    )
+    whole = and_(
+        known.c.contact_id.is_(None),
+        select(func.count()).select_from(asked).scalar_subquery() == bindparam("p_count"),
+        ~select(asked.c.id).where(~subscribes).correlate(known).exists(),
+    )
+    values = {"email": email, "address_hash": address_hash}
+    new_contact = (
+        postgresql.insert(_contacts)
+        .from_select(list(NEW_CONTACT_COLUMNS), select(*(
+            values.get(column, bindparam(column, type_=_contacts.c[column].type))
+            for column in NEW_CONTACT_COLUMNS)).select_from(known).where(whole))
+        .on_conflict_do_nothing()
+        .returning(_contacts.c.id)
+        .cte("new_contact")
     )
     subscribed = (
         insert(_subscriptions)
         .from_select(
             ["contact_id", "topic_id", "state", "created_at", "updated_at"],
-            select(new_contact.c.id, asked.c.topic_id, asked.c.state, now, now)
-            .select_from(new_contact).join(asked, true())
-            .order_by(asked.c.position),
+            select(new_contact.c.id, asked.c.id, literal(SubscriptionState.SUBSCRIBED.value),
+                   now, now)
+            .select_from(new_contact).join(asked, true()).order_by(asked.c.position),
         )
         .returning(_subscriptions.c.id, _subscriptions.c.topic_id)
         .cte("subscribed")
     )
-    logged_rows = (
-        func.unnest(bindparam("p_event_subjects", type_=ARRAY(String)),
-                    bindparam("p_event_topics", type_=ARRAY(Integer)),
-                    bindparam("p_event_states", type_=ARRAY(String)))
-        .table_valued("subject", "topic_id", "state", with_ordinality="position")
-        .render_derived(name="logged_rows")
-    )
+    # The partner-sharing grant first, then a subscription's event a topic, in the order asked.
+    events = union_all(
+        select(literal(0).label("position"),
+               literal(ConsentSubject.PARTNER_SHARING.value).label("subject"),
+               null().cast(Integer).label("topic_id"), literal("granted").label("state"))
+        .where(bindparam("p_grant", type_=Boolean)),
+        select(asked.c.position, literal(ConsentSubject.TOPIC.value), asked.c.id,
+               literal(SubscriptionState.SUBSCRIBED.value)),
+    ).subquery("events")
     logged = (
         insert(_events)
         .from_select(
             ["contact_id", "address_hash", "subject", "topic_id", "state", "source", "note",
              "created_at"],
-            select(new_contact.c.id, bindparam("address_hash"), logged_rows.c.subject,
-                   logged_rows.c.topic_id, logged_rows.c.state,
-                   bindparam("p_source", type_=_events.c.source.type),
+            select(new_contact.c.id, address_hash, events.c.subject, events.c.topic_id,
+                   events.c.state, bindparam("p_source", type_=_events.c.source.type),
                    bindparam("p_note", type_=_events.c.note.type), now)
-            .select_from(new_contact).join(logged_rows, true())
-            .order_by(logged_rows.c.position),
+            .select_from(new_contact).join(events, true()).order_by(events.c.position),
         )
         .cte("logged")
     )
     return (
-        select(new_contact.c.id.label("contact_id"), subscribed.c.id.label("subscription_id"),
-               subscribed.c.topic_id)
-        .select_from(new_contact)
-        .outerjoin(subscribed, true())
+        select(known.c.contact_id, known.c.marked, new_contact.c.id.label("new_contact_id"),
+               subscribed.c.id.label("subscription_id"), asked)
+        .select_from(known)
+        .outerjoin(new_contact, true())
+        .outerjoin(asked, true())
+        .outerjoin(subscribed, subscribed.c.topic_id == asked.c.id)
+        .order_by(asked.c.position)
         .add_cte(logged)
     )
 
 
-_WRITE_ALL = _write_all_in_one_statement()
+_PROBE_AND_WRITE = _probe_and_write_statement()
 
 
-def _write_new_in_one_statement(connection: Connection, contact: dict[str, Any],
-                                subscriptions: list[FirstSubscription],
-                                events: list[dict[str, Any]], *, source: str,
-                                note: str | None, now: dt.datetime) -> NewContact | None:
-    rows = connection.execute(_WRITE_ALL, {
-        **contact,
-        "p_sub_topics": [s.topic_id for s in subscriptions],
-        "p_sub_states": [s.state for s in subscriptions],
-        "p_event_subjects": [e["subject"] for e in events],
-        "p_event_topics": [e["topic_id"] for e in events],
-        "p_event_states": [e["state"] for e in events],
-        "p_source": source, "p_note": note, "p_now": now,
+def probe_and_write_new(connection: Connection, contact: dict[str, Any],
+                        slugs: list[str] | tuple[str, ...], subscribes: SubscribesAtOnce, *,
+                        partner_sharing: bool, source: str, note: str | None,
+                        now: dt.datetime) -> tuple[Probe, NewContact | None]:
+    """PostgreSQL: probe() the address of `contact` (a value for each of NEW_CONTACT_COLUMNS)
+    and, in the same statement, write it whole as write_new() would, every topic subscribed,
+    when it is new and `subscribes` says each topic of the slugs subscribes it at once; the
+    NewContact is None when nothing was written. An unknown slug raises as probe()'s does,
+    with nothing written."""
+    wanted = list(dict.fromkeys(slugs))
+    rows = connection.execute(_PROBE_AND_WRITE, {
+        **contact, "p_slugs": wanted, "p_count": len(wanted),
+        "p_marked_double": subscribes[True, True], "p_marked_single": subscribes[True, False],
+        "p_double": subscribes[False, True], "p_single": subscribes[False, False],
+        "p_grant": partner_sharing, "p_source": source, "p_note": note, "p_now": now,
     }).all()
-    if not rows:
-        return None
-    return NewContact(rows[0].contact_id,
-                      {row.topic_id: row.subscription_id for row in rows
-                       if row.subscription_id is not None})
+    topics = in_order(wanted, (row for row in rows if row.id is not None))
+    first = rows[0]
+    found = Probe(first.contact_id, bool(first.marked), list(topics.values()))
+    if first.new_contact_id is None:
+        return found, None
+    return found, NewContact(first.new_contact_id, {row.id: row.subscription_id for row in rows
+                                                    if row.subscription_id is not None})

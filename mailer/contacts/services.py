@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -158,10 +159,9 @@ def upsert(
                    answer_only)
     session = db.session()
     if db.engine.dialect.name == "postgresql" and not session.in_transaction():
-        # Nothing of the caller's is waiting to commit: the read and, for a new address, the
-        # one write run alone in autocommit, each a transaction of its own, without the round
-        # trips of BEGIN and COMMIT (a new contact's seven are three, the pool's ping
-        # included).
+        # Nothing of the caller's is waiting to commit: the one statement that reads and, for
+        # a new address, writes runs alone in autocommit, without the round trips of BEGIN
+        # and COMMIT (a new contact's seven are two, the pool's ping included).
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as alone:
             found, whole = _probe_and_create(alone, topics, asked)
     else:
@@ -205,7 +205,7 @@ def upsert(
 
 @dataclass(frozen=True)
 class _Asked:
-    """What upsert() was asked, for _create_whole()."""
+    """What upsert() was asked, for _probe_and_create()."""
 
     email: str
     address_hash: str
@@ -219,55 +219,77 @@ class _Asked:
 
 def _probe_and_create(connection: Connection, topics: list[str] | tuple[str, ...],
                       asked: _Asked) -> tuple[creating.Probe, Upserted | None]:
-    """The probe of the address and, when it is new, _create_whole()'s answer."""
-    found = creating.probe(connection, asked.email, asked.address_hash, topics)
+    """The probe of the address and, when it is new and needs no confirmation for any topic,
+    its whole write (see `creating`) and the answer made of it."""
     if asked.attributes is not None:
-        check_attributes(asked.attributes)
-    return found, _create_whole(connection, found, asked) if found.contact_id is None else None
-
-
-def _create_whole(connection: Connection, found: creating.Probe, asked: _Asked
-                  ) -> Upserted | None:
-    """A new address whose subscriptions need no confirmation, written whole on `connection`
-    (contact, subscriptions, consent events) and made the session's objects (copies outside
-    it when the caller asked for an answer only); None, with
-    nothing written, when the address was made meanwhile or a topic needs the address to
-    confirm (its confirmation mail is to be written in the same transaction)."""
-    states = [consent.requested_state(None, double_opt_in=topic.double_opt_in,
-                                      marked=found.marked, kind=asked.kind)
-              for topic in found.topics]
-    if SubscriptionState.PENDING in states:
-        return None
+        check_attributes(asked.attributes)  # before anything is written
     now = utcnow()
     values = {"email": asked.email, "address_hash": asked.address_hash,
               # Merged into nothing: a null value has nothing to remove.
               "attributes": {k: v for k, v in (asked.attributes or {}).items() if v is not None},
               "source": asked.source, "partner_sharing": asked.partner_sharing is True,
               "created_at": now, "updated_at": now}
+    if connection.dialect.name == "postgresql":
+        found, written = creating.probe_and_write_new(
+            connection, values, topics, _subscribes_at_once(asked.kind),
+            partner_sharing=asked.partner_sharing is True, source=asked.channel.value,
+            note=asked.source, now=now)
+    else:
+        found = creating.probe(connection, asked.email, asked.address_hash, topics)
+        written = (_write_whole(connection, found, values, asked, now)
+                   if found.contact_id is None else None)
+    if written is None:
+        return found, None
+    return found, _answer(found, written, values, asked, now)
+
+
+def _subscribes_at_once(kind: RequestKind) -> creating.SubscribesAtOnce:
+    """Whether a new address's request of this kind subscribes it to a topic at once, by
+    (the address has a mark, the topic wants double opt-in): the consent rules' answers."""
+    return {(marked, double_opt_in): consent.requested_state(
+                None, double_opt_in=double_opt_in, marked=marked, kind=kind,
+            ) is SubscriptionState.SUBSCRIBED
+            for marked in (False, True) for double_opt_in in (False, True)}
+
+
+def _write_whole(connection: Connection, found: creating.Probe, values: dict[str, Any],
+                 asked: _Asked, now: dt.datetime) -> creating.NewContact | None:
+    """SQLite: write the new address whole (contact, subscriptions, consent events) when the
+    consent rules subscribe it to every topic at once; None, with nothing written, when a
+    topic needs the address to confirm (its confirmation mail is to be written in the same
+    transaction) or a concurrent request made the address meanwhile."""
+    subscribes = _subscribes_at_once(asked.kind)
+    if not all(subscribes[found.marked, topic.double_opt_in] for topic in found.topics):
+        return None
+    subscribed = SubscriptionState.SUBSCRIBED.value
     events = [{"subject": ConsentSubject.PARTNER_SHARING.value, "topic_id": None,
                "state": "granted"}] if asked.partner_sharing else []
-    events += [{"subject": ConsentSubject.TOPIC.value, "topic_id": topic.id, "state": state}
-               for topic, state in zip(found.topics, states, strict=True)]
-    written = creating.write_new(
+    events += [{"subject": ConsentSubject.TOPIC.value, "topic_id": topic.id, "state": subscribed}
+               for topic in found.topics]
+    return creating.write_new(
         connection, values,
-        [creating.FirstSubscription(topic.id, state)
-         for topic, state in zip(found.topics, states, strict=True)],
+        [creating.FirstSubscription(topic.id, subscribed) for topic in found.topics],
         events, source=asked.channel.value, note=asked.source, now=now)
-    if written is None:
-        return None
+
+
+def _answer(found: creating.Probe, written: creating.NewContact, values: dict[str, Any],
+            asked: _Asked, now: dt.datetime) -> Upserted:
+    """The contact written whole, with its subscriptions, as the session's objects (copies
+    outside it when the caller asked for an answer only)."""
     inserted, loaded = (copy_of_row, copy_of_row) if asked.answer_only else (attach_inserted,
                                                                               attach_loaded)
     contact = inserted(Contact, {"id": written.contact_id, **values})
     outcome = SubscriptionOutcome()
     subscriptions = []
-    for row, state in zip(found.topics, states, strict=True):
+    for row in found.topics:
         subscription = inserted(Subscription, {
             "id": written.subscription_ids[row.id], "contact_id": written.contact_id,
-            "topic_id": row.id, "state": state, "created_at": now, "updated_at": now})
+            "topic_id": row.id, "state": SubscriptionState.SUBSCRIBED.value,
+            "created_at": now, "updated_at": now})
         set_committed_value(subscription, "topic", loaded(Topic, row._mapping))
         set_committed_value(subscription, "contact", contact)
         subscriptions.append(subscription)
-        outcome.states[row.slug] = state
+        outcome.states[row.slug] = SubscriptionState.SUBSCRIBED
     set_committed_value(contact, "subscriptions", subscriptions)
     return Upserted(contact=contact, created=True, outcome=outcome)
 
