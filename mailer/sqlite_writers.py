@@ -22,7 +22,11 @@ the log past 1,000 pages, while its writer still holds the lock: every writer
 behind it waited those milliseconds too. Here a queued connection turns that off
 and, after CHECKPOINT_EVERY write transactions of its process or CHECKPOINT_ROWS
 rows written (whichever comes first), runs a PASSIVE checkpoint once its lock is
-let go: it waits for no one, and no one for it.
+let go: it waits for no one, and no one for it. The log starts over from its
+beginning only once a checkpoint has copied all of it; under steady writes from
+several processes one made outside the lock never has (others append meanwhile),
+so when a checkpoint finds the log longer than CHECKPOINT_RESET_FRAMES, the next
+runs before its lock is let go, as SQLite's own does.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 CHECKPOINT_EVERY = 64
 # ...or rows written (a campaign's fan-out writes 100,000 a transaction).
 CHECKPOINT_ROWS = 10_000
+# Pages in the log past which the next checkpoint holds the lock, so that it copies the whole
+# log and the log can start over: four times the length at which SQLite's own would run.
+CHECKPOINT_RESET_FRAMES = 4_000
 
 
 class WriterQueue:
@@ -54,6 +61,8 @@ class WriterQueue:
         self._fd_pid = 0
         self._commits = 0
         self._rows = 0
+        # The log was longer than CHECKPOINT_RESET_FRAMES at the last checkpoint.
+        self.log_too_long = False
 
     def _file(self) -> int:
         # A descriptor inherited across fork() shares its flock with the parent: each
@@ -162,12 +171,27 @@ class QueuedConnection(sqlite3.Connection):
             self.writers.release()
 
     def commit(self) -> None:
-        wrote = self._holding
-        self._end_with(super().commit)
-        if wrote and self.writers is not None:
-            rows, self._rows_counted = self.total_changes - self._rows_counted, self.total_changes
-            if self.writers.checkpoint_due(rows):
-                self._checkpoint()
+        writers = self.writers if self._holding else None
+        try:
+            super().commit()
+        except BaseException:
+            if not self.in_transaction:  # a failed COMMIT keeps its transaction (and queue)
+                self._let_go()
+            raise
+        if writers is None:
+            self._let_go()
+            return
+        rows, self._rows_counted = self.total_changes - self._rows_counted, self.total_changes
+        if not writers.checkpoint_due(rows):
+            self._let_go()
+        elif writers.log_too_long:
+            try:
+                self._checkpoint(writers)
+            finally:
+                self._let_go()
+        else:
+            self._let_go()
+            self._checkpoint(writers)
 
     def rollback(self) -> None:
         self._end_with(super().rollback)
@@ -180,11 +204,13 @@ class QueuedConnection(sqlite3.Connection):
             if not self.in_transaction:  # a failed COMMIT keeps its transaction (and queue)
                 self._let_go()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, writers: WriterQueue) -> None:
         # The transaction is committed whatever happens here; the next checkpoint copies what
         # this one could not.
         with contextlib.suppress(sqlite3.Error):
-            super().execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+            _busy, log_frames, _copied = super().execute(
+                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            writers.log_too_long = log_frames > CHECKPOINT_RESET_FRAMES
 
     def close(self) -> None:
         try:

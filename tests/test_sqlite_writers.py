@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from mailer import sqlite_writers
 from mailer.sqlite_writers import (
     CHECKPOINT_EVERY,
     CHECKPOINT_ROWS,
@@ -148,12 +149,8 @@ def rows_in_the_database_file(path) -> int:
         main_only.close()
 
 
-def test_a_checkpoint_follows_every_so_many_write_transactions_once_the_lock_is_let_go(
-        database):
-    queue = WriterQueue(database, timeout=5)
-    connection = connect(database, queue)
-    # SQLite's own checkpoint, inside COMMIT and so under the lock, is off.
-    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+def watch_checkpoints(connection: QueuedConnection, queue: WriterQueue) -> list[bool]:
+    """Whether the queue was held at each checkpoint the connection runs from now on."""
     held_at_checkpoint: list[bool] = []
 
     def seen(statement: str) -> None:
@@ -170,21 +167,76 @@ def test_a_checkpoint_follows_every_so_many_write_transactions_once_the_lock_is_
                 probe.close()
 
     connection.set_trace_callback(seen)
-    for i in range(CHECKPOINT_EVERY - 1):
-        connection.execute("INSERT INTO t (v) VALUES (?)", (f"v{i}",))
+    return held_at_checkpoint
+
+
+def write_transactions(connection: QueuedConnection, count: int, prefix: str) -> None:
+    for i in range(count):
+        connection.execute("INSERT INTO t (v) VALUES (?)", (f"{prefix}{i}",))
         connection.commit()
+
+
+def log_frames(path) -> int:
+    """Pages in the write-ahead log, as a checkpoint that copies nothing reports them."""
+    other = sqlite3.connect(path)
+    try:
+        return other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        other.close()
+
+
+def test_a_checkpoint_follows_every_so_many_write_transactions_once_the_lock_is_let_go(
+        database):
+    queue = WriterQueue(database, timeout=5)
+    connection = connect(database, queue)
+    # SQLite's own checkpoint, inside COMMIT and so under the lock, is off.
+    assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    held_at_checkpoint = watch_checkpoints(connection, queue)
+    for i in range(CHECKPOINT_EVERY - 1):
+        write_transactions(connection, 1, f"v{i}-")
         connection.execute("SELECT count(*) FROM t").fetchone()  # reads count for nothing
         connection.commit()
     assert held_at_checkpoint == []
     assert rows_in_the_database_file(database) == 0  # all of it still in the log
-    connection.execute("INSERT INTO t (v) VALUES ('last')")
-    connection.commit()
+    write_transactions(connection, 1, "last")
     assert held_at_checkpoint == [False]
     assert rows_in_the_database_file(database) == CHECKPOINT_EVERY
     # A rolled-back transaction is not counted.
     connection.execute("INSERT INTO t (v) VALUES ('undone')")
     connection.rollback()
     assert held_at_checkpoint == [False]
+
+
+def test_a_log_that_cannot_start_over_is_checkpointed_before_the_lock_is_let_go(
+        database, monkeypatch):
+    """A checkpoint outside the lock copies the log only as far as it was when it started;
+    while others write (here: a reader holds an old snapshot, which stops it the same way)
+    the log never gets copied whole, never starts over and grows. Once it is long, the next
+    checkpoint runs under the lock, copies it all, and the next write starts it over."""
+    monkeypatch.setattr(sqlite_writers, "CHECKPOINT_RESET_FRAMES", 2 * CHECKPOINT_EVERY)
+    queue = WriterQueue(database, timeout=5)
+    connection = connect(database, queue)
+    held_at_checkpoint = watch_checkpoints(connection, queue)
+    reader = sqlite3.connect(database, isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)  # an old snapshot
+    rounds = 0
+    while not queue.log_too_long:
+        rounds += 1
+        assert rounds < 10, "the log never grew long"
+        write_transactions(connection, CHECKPOINT_EVERY, f"a{rounds}-")
+    assert rounds >= 2  # short at the first checkpoint
+    assert held_at_checkpoint == [False] * rounds
+    assert rows_in_the_database_file(database) == 0  # the reader kept every page in the log
+    grown = log_frames(database)
+    reader.execute("COMMIT")
+    reader.close()
+    write_transactions(connection, CHECKPOINT_EVERY, "b")
+    assert held_at_checkpoint == [False] * rounds + [True]
+    assert rows_in_the_database_file(database) == (rounds + 1) * CHECKPOINT_EVERY
+    write_transactions(connection, 1, "c")  # the log starts over from its beginning
+    assert log_frames(database) < grown
+    assert log_frames(database) <= 2
 
 
 def test_a_transaction_of_many_rows_is_checkpointed_at_once(database):
