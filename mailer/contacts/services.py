@@ -174,12 +174,8 @@ def upsert(
     for _attempt in range(3):
         if contact is not None:
             break
-        contact = _insert_new(
-            normalized, address_hash,
-            # Merged into nothing: a null value has nothing to remove.
-            attributes={k: v for k, v in (attributes or {}).items() if v is not None},
-            source=source, partner_sharing=partner_sharing is True,
-        )
+        contact = _insert_new(normalized, address_hash, attributes=_first_attributes(attributes),
+                              source=source, partner_sharing=partner_sharing is True)
         if contact is not None:
             created = True
             if partner_sharing:
@@ -201,6 +197,12 @@ def upsert(
         contact, wanted_topics, source=channel, note=source, kind=kind, marked=found.marked
     )
     return Upserted(contact=contact, created=created, outcome=outcome)
+
+
+def _first_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """A new contact's attributes: merged into nothing, where a null value has nothing to
+    remove."""
+    return {name: value for name, value in (attributes or {}).items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,7 @@ def _probe_and_create(connection: Connection, topics: list[str] | tuple[str, ...
         check_attributes(asked.attributes)  # before anything is written
     now = utcnow()
     values = {"email": asked.email, "address_hash": asked.address_hash,
-              # Merged into nothing: a null value has nothing to remove.
-              "attributes": {k: v for k, v in (asked.attributes or {}).items() if v is not None},
+              "attributes": _first_attributes(asked.attributes),
               "source": asked.source, "partner_sharing": asked.partner_sharing is True,
               "created_at": now, "updated_at": now}
     if connection.dialect.name == "postgresql":
