@@ -185,8 +185,7 @@ def attach_loaded(model: type[M], row: Mapping[str, Any]) -> M:
     held = session.identity_map.get(key)
     if held is not None:
         return held  # type: ignore[no-any-return]
-    instance = _detached(model, {attribute.key: row[attribute.columns[0].key]
-                                 for attribute in mapper.column_attrs})
+    instance = _detached(model, _column_values(model, row))
     session.add(instance)
     return instance
 
@@ -196,10 +195,14 @@ def copy_of_row(model: type[M], row: Mapping[str, Any]) -> M:
     no session: to answer with what was just written or read, a third of attaching it costs.
     It loads nothing, and nothing done to it is written."""
     instance = class_mapper(model).class_manager.new_instance()
-    instance_dict(instance).update(
-        (attribute.key, row[attribute.columns[0].key])
-        for attribute in class_mapper(model).column_attrs)
+    instance_dict(instance).update(_column_values(model, row))
     return instance  # type: ignore[no-any-return]
+
+
+def _column_values(model: type[Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's value of each column attribute of `model`, by attribute name."""
+    return {attribute.key: row[attribute.columns[0].key]
+            for attribute in class_mapper(model).column_attrs}
 
 
 def _detached(model: type[M], row: Mapping[str, Any]) -> M:

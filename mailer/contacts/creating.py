@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     Row,
+    Select,
     String,
     and_,
     bindparam,
@@ -61,21 +62,25 @@ class Probe:
     topics: list[Row[Any]]  # the topics asked for, in the order asked: every column
 
 
-# Whether the address is known, and whether it has a mark, in one row (a new address, the
-# common case, needs nothing else read)...
-_KNOWN = select(
-    select(_contacts.c.id).where(_contacts.c.email == bindparam("email"))
-    .scalar_subquery().label("contact_id"),
-    suppressions.is_marked(bindparam("address_hash")).label("marked"),
-)
-# ...and with the topics asked for, in the same round trip: that row joined to each topic of
+def _known(email: Any, address_hash: Any) -> Select[tuple[int | None, bool]]:
+    """Whether the address is known, and whether it has a mark, in one row (a new address,
+    the common case, needs nothing else read)."""
+    return select(
+        select(_contacts.c.id).where(_contacts.c.email == email)
+        .scalar_subquery().label("contact_id"),
+        suppressions.is_marked(address_hash).label("marked"),
+    )
+
+
+_KNOWN = _known(bindparam("email"), bindparam("address_hash"))
+# With the topics asked for, in the same round trip: that row joined to each topic of
 # the slugs (a row per topic found; one row, with no topic, when none is). The slugs are one
 # JSON array: a list of bound values ("expanding") would have the SQL rewritten every time.
-_known = _KNOWN.subquery("known")
+_known_row = _KNOWN.subquery("known")
 _slugs = func.json_each(bindparam("slugs_json", type_=String)).table_valued("value")
 _KNOWN_AND_TOPICS = (
-    select(_known.c.contact_id, _known.c.marked, _topics)
-    .select_from(_known)
+    select(_known_row.c.contact_id, _known_row.c.marked, _topics)
+    .select_from(_known_row)
     .outerjoin(_topics, _topics.c.slug.in_(select(_slugs.c.value)))
 )
 
@@ -117,45 +122,40 @@ INSERT_CONTACT = {"postgresql": _insert_contact(postgresql), "sqlite": _insert_c
 
 
 @dataclass(frozen=True)
-class FirstSubscription:
-    """A subscription a new contact starts with, and the consent event that records it."""
-
-    topic_id: int
-    state: str
-
-
-@dataclass(frozen=True)
 class NewContact:
-    """The ids of what write_new() wrote."""
+    """The ids of what write_new() or probe_and_write_new() wrote."""
 
     contact_id: int
     subscription_ids: dict[int, int]  # topic id -> subscription id
 
 
-def write_new(connection: Connection, contact: dict[str, Any],
-              subscriptions: list[FirstSubscription], events: list[dict[str, Any]],
-              *, source: str, note: str | None, now: dt.datetime) -> NewContact | None:
+def write_new(connection: Connection, contact: dict[str, Any], topic_ids: list[int], *,
+              partner_sharing: bool, source: str, note: str | None,
+              now: dt.datetime) -> NewContact | None:
     """SQLite: write a new contact (`contact`: a value for each of NEW_CONTACT_COLUMNS), its
-    first subscriptions and its consent events (each: subject, topic_id, state), in that
-    order; None, with nothing written, when the address exists (a concurrent request made it).
+    subscriptions to the topics, each `subscribed`, and its consent events: the
+    partner-sharing grant first when `partner_sharing`, then a topic's, in the order given.
+    None, with nothing written, when the address exists (a concurrent request made it).
 
     `source`, `note` and `now` are the events' (`now` the subscriptions' times too)."""
     contact_id = connection.execute(INSERT_CONTACT["sqlite"], contact).scalar()
     if contact_id is None:
         return None
+    subscribed = SubscriptionState.SUBSCRIBED.value
     subscription_ids: dict[int, int] = {}
-    if subscriptions:
+    if topic_ids:
         rows = connection.execute(_INSERT_SUBSCRIPTIONS, [
-            {"contact_id": contact_id, "topic_id": s.topic_id, "state": s.state,
-             "created_at": now, "updated_at": now} for s in subscriptions])
+            {"contact_id": contact_id, "topic_id": topic_id, "state": subscribed,
+             "created_at": now, "updated_at": now} for topic_id in topic_ids])
         subscription_ids = {row.topic_id: row.id for row in rows}
+    events = [(ConsentSubject.PARTNER_SHARING.value, None, "granted")] if partner_sharing else []
+    events += [(ConsentSubject.TOPIC.value, topic_id, subscribed) for topic_id in topic_ids]
     if events:
         connection.execute(INSERT_EVENT, [
-            {"p_contact": contact_id, "p_hash": contact["address_hash"], "p_subject": e["subject"],
-             "p_topic": e["topic_id"], "p_state": e["state"], "p_source": source,
-             "p_note": note, "p_now": now} for e in events])
+            {"p_contact": contact_id, "p_hash": contact["address_hash"], "p_subject": subject,
+             "p_topic": topic_id, "p_state": state, "p_source": source, "p_note": note,
+             "p_now": now} for subject, topic_id, state in events])
     return NewContact(contact_id, subscription_ids)
-
 
 
 _INSERT_SUBSCRIPTIONS = insert(_subscriptions).returning(_subscriptions.c.id,
@@ -182,11 +182,7 @@ def _probe_and_write_statement() -> Any:
               .table_valued("slug", with_ordinality="position").render_derived(name="wanted"))
     asked = (select(_topics, wanted.c.position).select_from(wanted)
              .join(_topics, _topics.c.slug == wanted.c.slug).cte("asked"))
-    known = select(
-        select(_contacts.c.id).where(_contacts.c.email == email)
-        .scalar_subquery().label("contact_id"),
-        suppressions.is_marked(address_hash).label("marked"),
-    ).cte("known")
+    known = _known(email, address_hash).cte("known")
     subscribes = case(
         (and_(known.c.marked, asked.c.double_opt_in), bindparam("p_marked_double", Boolean)),
         (known.c.marked, bindparam("p_marked_single", Boolean)),

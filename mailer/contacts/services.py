@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -144,7 +145,7 @@ def upsert(
     `addresses.normalize()` (the API's Email field does), so it is not done twice.
     `answer_only`: the caller only reads the contact returned (to answer with it), so a new
     address written whole comes back as a copy outside the session, not as the session's
-    object (a tenth of the request's work saved); a change made through it is not written.
+    object (a twentieth of the request's work saved); a change made through it is not written.
 
     Every read comes first and the writes last. A new address that needs no confirmation is
     written whole at once (see `creating`); otherwise a new contact is inserted at once (so
@@ -244,9 +245,11 @@ def _probe_and_create(connection: Connection, topics: list[str] | tuple[str, ...
     return found, _answer(found, written, values, asked, now)
 
 
+@functools.cache
 def _subscribes_at_once(kind: RequestKind) -> creating.SubscribesAtOnce:
     """Whether a new address's request of this kind subscribes it to a topic at once, by
-    (the address has a mark, the topic wants double opt-in): the consent rules' answers."""
+    (the address has a mark, the topic wants double opt-in): the consent rules' answers,
+    asked once a kind (read only)."""
     return {(marked, double_opt_in): consent.requested_state(
                 None, double_opt_in=double_opt_in, marked=marked, kind=kind,
             ) is SubscriptionState.SUBSCRIBED
@@ -262,15 +265,10 @@ def _write_whole(connection: Connection, found: creating.Probe, values: dict[str
     subscribes = _subscribes_at_once(asked.kind)
     if not all(subscribes[found.marked, topic.double_opt_in] for topic in found.topics):
         return None
-    subscribed = SubscriptionState.SUBSCRIBED.value
-    events = [{"subject": ConsentSubject.PARTNER_SHARING.value, "topic_id": None,
-               "state": "granted"}] if asked.partner_sharing else []
-    events += [{"subject": ConsentSubject.TOPIC.value, "topic_id": topic.id, "state": subscribed}
-               for topic in found.topics]
     return creating.write_new(
-        connection, values,
-        [creating.FirstSubscription(topic.id, subscribed) for topic in found.topics],
-        events, source=asked.channel.value, note=asked.source, now=now)
+        connection, values, [topic.id for topic in found.topics],
+        partner_sharing=asked.partner_sharing is True, source=asked.channel.value,
+        note=asked.source, now=now)
 
 
 def _answer(found: creating.Probe, written: creating.NewContact, values: dict[str, Any],
