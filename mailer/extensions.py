@@ -113,6 +113,8 @@ def commit_and_keep() -> None:
     other processes' changes after each commit.
     """
     session = db.session()
+    if not session.in_transaction():
+        return  # nothing was read or written through the session: nothing to commit
     session.expire_on_commit = False
     try:
         session.commit()

@@ -1,9 +1,10 @@
 """The statements of a create-or-update: the one read of an address, and the writes of a new one.
 
 Creating a contact is the API's busiest write. Its statements are Core, built once, and run on
-a connection: the ORM's unit of work and its per-statement dispatch cost several times the
-statements themselves. `contacts.services.upsert()` decides, with the consent rules, what is
-written, and turns the rows written into the session's objects.
+a connection (on SQLite on the driver's cursor, see `mailer.driver_statements`): the ORM's unit
+of work and SQLAlchemy's per-statement dispatch cost several times the statements themselves.
+`contacts.services.upsert()` decides, with the consent rules, what is written, and turns the
+rows written into the session's objects.
 
 A new address that needs no confirmation mail is written whole: the contact, its first
 subscriptions and their consent events. On SQLite that is the probe, then a statement a table.
@@ -24,7 +25,6 @@ from sqlalchemy import (
     Boolean,
     Connection,
     Integer,
-    Row,
     Select,
     String,
     and_,
@@ -43,6 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from mailer.consent.models import ConsentEvent, ConsentSubject, Subscription, SubscriptionState
 from mailer.consent.services import INSERT_EVENT
 from mailer.contacts.models import Contact
+from mailer.driver_statements import DriverStatement
 from mailer.suppressions import services as suppressions
 from mailer.topics.models import Topic
 from mailer.topics.services import in_order
@@ -59,7 +60,9 @@ class Probe:
 
     contact_id: int | None  # None: the address is new
     marked: bool  # the address has an address-wide mark
-    topics: list[Row[Any]]  # the topics asked for, in the order asked: every column
+    # The topics asked for, in the order asked: rows of every column (attributes by column
+    # name, and _asdict()).
+    topics: list[Any]
 
 
 def _known(email: Any, address_hash: Any) -> Select[tuple[int | None, bool]]:
@@ -85,6 +88,10 @@ _KNOWN_AND_TOPICS = (
 )
 
 
+_RUN_KNOWN = DriverStatement(_KNOWN)
+_RUN_KNOWN_AND_TOPICS = DriverStatement(_KNOWN_AND_TOPICS)
+
+
 def probe(connection: Connection, email: str, address_hash: str,
           slugs: list[str] | tuple[str, ...]) -> Probe:
     """SQLite: the contact id of a normalized address, whether it has a mark, and the topics
@@ -93,10 +100,9 @@ def probe(connection: Connection, email: str, address_hash: str,
     params: dict[str, Any] = {"email": email, "address_hash": address_hash}
     wanted = list(dict.fromkeys(slugs))
     if not wanted:
-        contact_id, marked = connection.execute(_KNOWN, params).one()
+        contact_id, marked = _RUN_KNOWN.rows(connection, params)[0]
         return Probe(contact_id, bool(marked), [])
-    rows = connection.execute(_KNOWN_AND_TOPICS,
-                              {**params, "slugs_json": json.dumps(wanted)}).all()
+    rows = _RUN_KNOWN_AND_TOPICS.rows(connection, {**params, "slugs_json": json.dumps(wanted)})
     # in_order() raises for an unknown slug.
     topics = in_order(wanted, (row for row in rows if row.id is not None))
     return Probe(rows[0].contact_id, bool(rows[0].marked), list(topics.values()))
@@ -138,28 +144,42 @@ def write_new(connection: Connection, contact: dict[str, Any], topic_ids: list[i
     None, with nothing written, when the address exists (a concurrent request made it).
 
     `source`, `note` and `now` are the events' (`now` the subscriptions' times too)."""
-    contact_id = connection.execute(INSERT_CONTACT["sqlite"], contact).scalar()
-    if contact_id is None:
+    inserted = _RUN_INSERT_CONTACT.rows(connection, contact)
+    if not inserted:
         return None
-    subscribed = SubscriptionState.SUBSCRIBED.value
+    contact_id = inserted[0].id
     subscription_ids: dict[int, int] = {}
     if topic_ids:
-        rows = connection.execute(_INSERT_SUBSCRIPTIONS, [
-            {"contact_id": contact_id, "topic_id": topic_id, "state": subscribed,
-             "created_at": now, "updated_at": now} for topic_id in topic_ids])
+        rows = _RUN_INSERT_SUBSCRIPTIONS.rows(connection, {
+            "contact_id": contact_id, "topic_ids_json": json.dumps(topic_ids), "now": now})
         subscription_ids = {row.topic_id: row.id for row in rows}
+    subscribed = SubscriptionState.SUBSCRIBED.value
     events = [(ConsentSubject.PARTNER_SHARING.value, None, "granted")] if partner_sharing else []
     events += [(ConsentSubject.TOPIC.value, topic_id, subscribed) for topic_id in topic_ids]
-    if events:
-        connection.execute(INSERT_EVENT, [
-            {"p_contact": contact_id, "p_hash": contact["address_hash"], "p_subject": subject,
-             "p_topic": topic_id, "p_state": state, "p_source": source, "p_note": note,
-             "p_now": now} for subject, topic_id, state in events])
+    _RUN_INSERT_EVENT.run_many(connection, (
+        {"p_contact": contact_id, "p_hash": contact["address_hash"], "p_subject": subject,
+         "p_topic": topic_id, "p_state": state, "p_source": source, "p_note": note,
+         "p_now": now} for subject, topic_id, state in events))
     return NewContact(contact_id, subscription_ids)
 
 
-_INSERT_SUBSCRIPTIONS = insert(_subscriptions).returning(_subscriptions.c.id,
-                                                         _subscriptions.c.topic_id)
+_RUN_INSERT_CONTACT = DriverStatement(INSERT_CONTACT["sqlite"])
+# Every topic's subscription in one statement: the topic ids are one JSON array, in order.
+_topic_ids = func.json_each(bindparam("topic_ids_json", type_=String)).table_valued(
+    "key", "value")
+_now = bindparam("now", type_=_subscriptions.c.created_at.type)
+_RUN_INSERT_SUBSCRIPTIONS = DriverStatement(
+    insert(_subscriptions)
+    .from_select(
+        ["contact_id", "topic_id", "state", "created_at", "updated_at"],
+        select(bindparam("contact_id", type_=Integer), _topic_ids.c.value.cast(Integer),
+               literal(SubscriptionState.SUBSCRIBED.value),
+               _now, _now)
+        .order_by(_topic_ids.c.key),
+    )
+    .returning(_subscriptions.c.id, _subscriptions.c.topic_id)
+)
+_RUN_INSERT_EVENT = DriverStatement(INSERT_EVENT)
 
 # Whether a new address's request for a topic subscribes it at once, by (the address has a
 # mark, the topic wants double opt-in): consent.services.requested_state()'s answers for the

@@ -159,17 +159,23 @@ def upsert(
     asked = _Asked(normalized, address_hash, source, partner_sharing, attributes, channel, kind,
                    answer_only)
     session = db.session()
-    if db.engine.dialect.name == "postgresql" and not session.in_transaction():
+    if session.in_transaction():
+        found, whole = _probe_and_create(session.connection(), topics, asked)
+    elif db.engine.dialect.name == "postgresql":
         # Nothing of the caller's is waiting to commit: the one statement that reads and, for
         # a new address, writes runs alone in autocommit, without the round trips of BEGIN
         # and COMMIT (a new contact's seven are two, the pool's ping included).
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as alone:
             found, whole = _probe_and_create(alone, topics, asked)
     else:
-        found, whole = _probe_and_create(session.connection(), topics, asked)
+        # Nothing of the caller's is waiting either: the probe and a whole write commit on a
+        # connection of their own, and the session (begun, it would cost a transaction of
+        # its own to set up and end) is left untouched.
+        with db.engine.begin() as alone:
+            found, whole = _probe_and_create(alone, topics, asked)
     if whole is not None:
         return whole
-    wanted_topics = [attach_loaded(Topic, row._mapping) for row in found.topics]
+    wanted_topics = [attach_loaded(Topic, row._asdict()) for row in found.topics]
     contact = _lookup(normalized) if found.contact_id is not None else None
     created = False
     for _attempt in range(3):
@@ -285,7 +291,7 @@ def _answer(found: creating.Probe, written: creating.NewContact, values: dict[st
             "id": written.subscription_ids[row.id], "contact_id": written.contact_id,
             "topic_id": row.id, "state": SubscriptionState.SUBSCRIBED.value,
             "created_at": now, "updated_at": now})
-        set_committed_value(subscription, "topic", loaded(Topic, row._mapping))
+        set_committed_value(subscription, "topic", loaded(Topic, row._asdict()))
         set_committed_value(subscription, "contact", contact)
         subscriptions.append(subscription)
         outcome.states[row.slug] = SubscriptionState.SUBSCRIBED

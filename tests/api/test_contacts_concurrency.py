@@ -80,8 +80,10 @@ def hold_both_at(monkeypatch, *places: tuple[Any, str]) -> None:
 @pytest.fixture
 def both_look_before_either_creates(monkeypatch):
     """Both requests insert the contact they found missing: they create the same address,
-    written whole (no confirmation needed) or alone (one is)."""
-    hold_both_at(monkeypatch, (creating, "write_new"), (contacts_services, "_insert_new"))
+    written whole (no confirmation needed: on PostgreSQL in the statement that looks, so both
+    are held before it) or alone (one is)."""
+    hold_both_at(monkeypatch, (creating, "write_new"), (creating, "probe_and_write_new"),
+                 (contacts_services, "_insert_new"))
 
 
 def counts(email: str) -> tuple[int, int, int]:
