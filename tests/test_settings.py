@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -10,7 +12,7 @@ from config import ConfigError, config_from_env
 from mailer import create_app
 from mailer.settings import SettingsError
 from tests.conftest import config_for_tests
-from tests.processes import run_flask
+from tests.processes import ROOT, flask_env, run_flask
 
 
 def test_every_setting_is_read_from_the_environment():
@@ -280,3 +282,13 @@ def test_the_expired_confirmation_page_says_how_long_links_work(app, client, mon
     assert f"Confirmation links work for {words}." in html
     if seconds != 604800:
         assert "a week" not in html
+
+
+def test_the_wsgi_module_freezes_the_app_out_of_the_collectors_way(app):
+    """gunicorn's `wsgi:app` leaves the app's long-lived objects frozen, so a full garbage
+    collection under load scans only what requests leave behind."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import gc, wsgi; print(gc.get_freeze_count())"],
+        cwd=ROOT, env=flask_env(app), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 10_000, result.stdout
