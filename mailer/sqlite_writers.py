@@ -17,16 +17,18 @@ that is not a mailer (the sqlite3 shell) still meets SQLite's own lock and busy
 handler, as before.
 
 Checkpoints (copying the write-ahead log into the database file, with an fsync)
-run after the locks are let go. SQLite's own runs inside the COMMIT that takes
-the log past 1,000 pages, while its writer still holds the lock: every writer
-behind it waited those milliseconds too. Here a queued connection turns that off
-and, after CHECKPOINT_EVERY write transactions of its process or CHECKPOINT_ROWS
-rows written (whichever comes first), runs a PASSIVE checkpoint once its lock is
-let go: it waits for no one, and no one for it. The log starts over from its
-beginning only once a checkpoint has copied all of it; under steady writes from
-several processes one made outside the lock never has (others append meanwhile),
-so when a checkpoint finds the log longer than CHECKPOINT_RESET_FRAMES, the next
-runs before its lock is let go, as SQLite's own does.
+run in a thread of their own. SQLite's own runs inside the COMMIT that takes the
+log past 1,000 pages, while its writer still holds the lock: every writer behind
+it waited those milliseconds too, and so did the request whose COMMIT it was.
+Here a queued connection turns that off; after CHECKPOINT_EVERY write
+transactions of its process or CHECKPOINT_ROWS rows written (whichever comes
+first), its COMMIT wakes the process's checkpoint thread and returns. The thread
+runs a PASSIVE checkpoint on a connection of its own, without the lock: it waits
+for no one, and no one for it. The log starts over from its beginning only once a
+checkpoint has copied all of it; under steady writes from several processes one
+made outside the lock never has (others append meanwhile), so when the log is
+longer than CHECKPOINT_RESET_FRAMES, the thread takes the lock and checkpoints
+once more, copying the few pages appended since, as SQLite's own would.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 CHECKPOINT_EVERY = 64
 # ...or rows written (a campaign's fan-out writes 100,000 a transaction).
 CHECKPOINT_ROWS = 10_000
-# Pages in the log past which the next checkpoint holds the lock, so that it copies the whole
-# log and the log can start over: four times the length at which SQLite's own would run.
+# Pages in the log past which a checkpoint is run again under the lock, so that it copies the
+# whole log and the log can start over: four times the length at which SQLite's own would run.
 CHECKPOINT_RESET_FRAMES = 4_000
+# Seconds a checkpoint thread waits to be asked again before it lets its connection go.
+IDLE_SECONDS = 60.0
 
 
 class WriterQueue:
     """The write lock of one database file for this process."""
 
     def __init__(self, path: str, timeout: float) -> None:
+        self.database = path
         self.path = path + "-writer.lock"
         self.timeout = timeout
         self._thread_lock = threading.Lock()
@@ -61,8 +66,8 @@ class WriterQueue:
         self._fd_pid = 0
         self._commits = 0
         self._rows = 0
-        # The log was longer than CHECKPOINT_RESET_FRAMES at the last checkpoint.
-        self.log_too_long = False
+        self._checkpoints: _CheckpointThread | None = None
+        self._checkpoints_lock = threading.Lock()
 
     def _file(self) -> int:
         # A descriptor inherited across fork() shares its flock with the parent: each
@@ -97,6 +102,93 @@ class WriterQueue:
             return False
         self._commits = self._rows = 0
         return True
+
+    def checkpoint_soon(self) -> None:
+        """Have this process's checkpoint thread run a checkpoint (starting the thread when
+        the process has none: a forked child, or one idle for a while)."""
+        with self._checkpoints_lock:
+            thread = self._checkpoints
+            if thread is None or not thread.wake():
+                thread = self._checkpoints = _CheckpointThread(self)
+                thread.wake()
+
+    def wait_for_checkpoints(self, timeout: float = 10.0) -> bool:
+        """Wait until the checkpoints asked for so far have run; False on timeout."""
+        thread = self._checkpoints
+        return thread is None or thread.wait_idle(timeout)
+
+
+def _passive_checkpoint(connection: sqlite3.Connection) -> int:
+    """Copy what of the log no reader still needs into the database file; the pages in the
+    log (what it holds whether copied or not)."""
+    _busy, log_frames, _copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(log_frames)
+
+
+class _CheckpointThread:
+    """The thread of a process that checkpoints a database when its writers ask."""
+
+    def __init__(self, queue: WriterQueue) -> None:
+        self.queue = queue
+        self._pid = os.getpid()
+        self._state = threading.Condition()
+        self._asked = self._done = 0
+        self._stopped = False
+        threading.Thread(target=self._run, name="sqlite-checkpoints", daemon=True).start()
+
+    def wake(self) -> bool:
+        """Ask for a checkpoint; False when this thread can take no more (it has stopped,
+        or it belongs to the parent of a forked process)."""
+        with self._state:
+            if self._stopped or self._pid != os.getpid():
+                return False
+            self._asked += 1
+            self._state.notify_all()
+            return True
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._state:
+            return self._state.wait_for(lambda: self._done >= self._asked or self._stopped,
+                                        timeout)
+
+    def _run(self) -> None:
+        connection = None
+        try:
+            connection = sqlite3.connect(self.queue.database, isolation_level=None)
+            connection.execute(f"PRAGMA busy_timeout={int(self.queue.timeout * 1000)}")
+            while True:
+                with self._state:
+                    # Idle for a minute: let the connection go (a test's database, a quiet
+                    # process).
+                    if not self._state.wait_for(lambda: self._asked > self._done,
+                                                IDLE_SECONDS):
+                        self._stopped = True  # before a wake() can count on this thread
+                        return
+                    asked = self._asked
+                self._checkpoint(connection)
+                with self._state:
+                    self._done = asked
+                    self._state.notify_all()
+        finally:
+            # Stopped for good (idle, or the database could not be opened): the next commit
+            # that wants a checkpoint starts another thread.
+            with self._state:
+                self._stopped = True
+                self._state.notify_all()
+            if connection is not None:
+                connection.close()
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        # The transactions are committed whatever happens here; the next checkpoint copies
+        # what this one could not.
+        with contextlib.suppress(sqlite3.Error):
+            if _passive_checkpoint(connection) <= CHECKPOINT_RESET_FRAMES:
+                return
+            self.queue.acquire()
+            try:
+                _passive_checkpoint(connection)
+            finally:
+                self.queue.release()
 
 
 _queues: dict[str, WriterQueue] = {}
@@ -182,16 +274,9 @@ class QueuedConnection(sqlite3.Connection):
             self._let_go()
             return
         rows, self._rows_counted = self.total_changes - self._rows_counted, self.total_changes
-        if not writers.checkpoint_due(rows):
-            self._let_go()
-        elif writers.log_too_long:
-            try:
-                self._checkpoint(writers)
-            finally:
-                self._let_go()
-        else:
-            self._let_go()
-            self._checkpoint(writers)
+        self._let_go()
+        if writers.checkpoint_due(rows):
+            writers.checkpoint_soon()
 
     def rollback(self) -> None:
         self._end_with(super().rollback)
@@ -203,14 +288,6 @@ class QueuedConnection(sqlite3.Connection):
         finally:
             if not self.in_transaction:  # a failed COMMIT keeps its transaction (and queue)
                 self._let_go()
-
-    def _checkpoint(self, writers: WriterQueue) -> None:
-        # The transaction is committed whatever happens here; the next checkpoint copies what
-        # this one could not.
-        with contextlib.suppress(sqlite3.Error):
-            _busy, log_frames, _copied = super().execute(
-                "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            writers.log_too_long = log_frames > CHECKPOINT_RESET_FRAMES
 
     def close(self) -> None:
         try:

@@ -4,6 +4,7 @@ processes; whatever database the suite runs on, these use SQLite files of their 
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
@@ -149,24 +150,29 @@ def rows_in_the_database_file(path) -> int:
         main_only.close()
 
 
-def watch_checkpoints(connection: QueuedConnection, queue: WriterQueue) -> list[bool]:
-    """Whether the queue was held at each checkpoint the connection runs from now on."""
+def watch_checkpoints(monkeypatch, queue: WriterQueue,
+                      gate: threading.Event | None = None) -> list[bool]:
+    """Whether the queue was held at each checkpoint from now on; with a `gate`, each waits
+    for it to be set first."""
     held_at_checkpoint: list[bool] = []
+    checkpoint = sqlite_writers._passive_checkpoint
 
-    def seen(statement: str) -> None:
-        if "wal_checkpoint" in statement:
-            # A second descriptor of the lock file: flock() refuses it while the queue is held.
-            probe = open(queue.path, "rb")  # noqa: SIM115
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(probe, fcntl.LOCK_UN)
-                held_at_checkpoint.append(False)
-            except BlockingIOError:
-                held_at_checkpoint.append(True)
-            finally:
-                probe.close()
+    def watched(connection: sqlite3.Connection) -> int:
+        if gate is not None:
+            assert gate.wait(10)
+        # A second descriptor of the lock file: flock() refuses it while the queue is held.
+        probe = open(queue.path, "rb")  # noqa: SIM115
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            held_at_checkpoint.append(False)
+        except BlockingIOError:
+            held_at_checkpoint.append(True)
+        finally:
+            probe.close()
+        return checkpoint(connection)
 
-    connection.set_trace_callback(seen)
+    monkeypatch.setattr(sqlite_writers, "_passive_checkpoint", watched)
     return held_at_checkpoint
 
 
@@ -185,58 +191,90 @@ def log_frames(path) -> int:
         other.close()
 
 
-def test_a_checkpoint_follows_every_so_many_write_transactions_once_the_lock_is_let_go(
-        database):
+def test_a_checkpoint_follows_every_so_many_write_transactions_in_a_thread_of_its_own(
+        database, monkeypatch):
     queue = WriterQueue(database, timeout=5)
     connection = connect(database, queue)
     # SQLite's own checkpoint, inside COMMIT and so under the lock, is off.
     assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-    held_at_checkpoint = watch_checkpoints(connection, queue)
+    gate = threading.Event()
+    held_at_checkpoint = watch_checkpoints(monkeypatch, queue, gate)
     for i in range(CHECKPOINT_EVERY - 1):
         write_transactions(connection, 1, f"v{i}-")
         connection.execute("SELECT count(*) FROM t").fetchone()  # reads count for nothing
         connection.commit()
+    assert queue.wait_for_checkpoints(1)
     assert held_at_checkpoint == []
     assert rows_in_the_database_file(database) == 0  # all of it still in the log
     write_transactions(connection, 1, "last")
+    # The COMMIT that asked for the checkpoint did not wait for it, and writers go on.
+    assert not queue.wait_for_checkpoints(0.2)
+    write_transactions(connection, 1, "meanwhile")
+    gate.set()
+    assert queue.wait_for_checkpoints()
     assert held_at_checkpoint == [False]
-    assert rows_in_the_database_file(database) == CHECKPOINT_EVERY
+    assert rows_in_the_database_file(database) >= CHECKPOINT_EVERY
     # A rolled-back transaction is not counted.
     connection.execute("INSERT INTO t (v) VALUES ('undone')")
     connection.rollback()
+    assert queue.wait_for_checkpoints()
     assert held_at_checkpoint == [False]
 
 
-def test_a_log_that_cannot_start_over_is_checkpointed_before_the_lock_is_let_go(
+def test_a_log_that_cannot_start_over_is_checkpointed_again_under_the_lock(
         database, monkeypatch):
     """A checkpoint outside the lock copies the log only as far as it was when it started;
     while others write (here: a reader holds an old snapshot, which stops it the same way)
-    the log never gets copied whole, never starts over and grows. Once it is long, the next
-    checkpoint runs under the lock, copies it all, and the next write starts it over."""
+    the log never gets copied whole, never starts over and grows. Once it is long, each
+    checkpoint runs once more under the lock, which copies it all, and the next write starts
+    it over."""
     monkeypatch.setattr(sqlite_writers, "CHECKPOINT_RESET_FRAMES", 2 * CHECKPOINT_EVERY)
     queue = WriterQueue(database, timeout=5)
     connection = connect(database, queue)
-    held_at_checkpoint = watch_checkpoints(connection, queue)
+    held_at_checkpoint = watch_checkpoints(monkeypatch, queue)
     reader = sqlite3.connect(database, isolation_level=None)
     reader.execute("BEGIN")
     assert reader.execute("SELECT count(*) FROM t").fetchone() == (0,)  # an old snapshot
     rounds = 0
-    while not queue.log_too_long:
+    while True not in held_at_checkpoint:
         rounds += 1
         assert rounds < 10, "the log never grew long"
         write_transactions(connection, CHECKPOINT_EVERY, f"a{rounds}-")
+        assert queue.wait_for_checkpoints()
     assert rounds >= 2  # short at the first checkpoint
-    assert held_at_checkpoint == [False] * rounds
+    assert held_at_checkpoint == [False] * rounds + [True]
     assert rows_in_the_database_file(database) == 0  # the reader kept every page in the log
     grown = log_frames(database)
     reader.execute("COMMIT")
     reader.close()
     write_transactions(connection, CHECKPOINT_EVERY, "b")
-    assert held_at_checkpoint == [False] * rounds + [True]
+    assert queue.wait_for_checkpoints()
+    assert held_at_checkpoint[-1] is True
     assert rows_in_the_database_file(database) == (rounds + 1) * CHECKPOINT_EVERY
     write_transactions(connection, 1, "c")  # the log starts over from its beginning
     assert log_frames(database) < grown
     assert log_frames(database) <= 2
+
+
+def test_a_forked_process_checkpoints_in_a_thread_of_its_own(database):
+    """A thread does not survive fork(): the child starts its own."""
+    queue = WriterQueue(database, timeout=5)
+    connection = connect(database, queue)
+    write_transactions(connection, CHECKPOINT_EVERY, "parent")
+    assert queue.wait_for_checkpoints()
+    connection.close()
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 when its checkpoint ran
+        ok = False
+        try:
+            child = connect(database, queue)
+            write_transactions(child, CHECKPOINT_EVERY, "child")
+            ok = queue.wait_for_checkpoints() and rows_in_the_database_file(database) == (
+                2 * CHECKPOINT_EVERY)
+        finally:
+            os._exit(0 if ok else 1)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_transaction_of_many_rows_is_checkpointed_at_once(database):
@@ -250,4 +288,5 @@ def test_a_transaction_of_many_rows_is_checkpointed_at_once(database):
     assert rows_in_the_database_file(database) == 0
     connection.execute("INSERT INTO t (v) VALUES ('last')")
     connection.commit()
+    assert queue.wait_for_checkpoints()
     assert rows_in_the_database_file(database) == CHECKPOINT_ROWS
