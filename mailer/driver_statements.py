@@ -4,12 +4,14 @@ A statement run through `Connection.execute()` costs SQLAlchemy about twice what
 running it: the cache key, an execution context, the result object and its rows. A
 DriverStatement keeps what makes a statement mean the same in both ways: the SQL its dialect
 compiles, the bound values put through their types' bind processors (a timestamp's UTC
-conversion, JSON), the rows' values through their result processors, and the driver's errors
-raised as SQLAlchemy's. It runs in the connection's transaction as any statement of it.
+conversion, JSON), the rows' values through their result processors, the driver's errors
+raised as SQLAlchemy's, and the engine's before_ and after_cursor_execute events (with no
+execution context). It runs in the connection's transaction as any statement of it.
 
-What it leaves out: statement events (`before_cursor_execute` sees nothing; the sqlite3
-trace callback does), the compiled cache, and expanding parameters (a list is a JSON array:
-see `contacts.creating`). Keep it for the few statements where the difference shows.
+What it leaves out: the engine's echo log, the other execution events, the compiled cache,
+columns' Python-side defaults and onupdates (a statement that leaves one to them is refused:
+give it a value) and expanding parameters (a list is a JSON array: see `contacts.creating`).
+Keep it for the few statements where the difference shows.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ class DriverStatement:
         if held is not None and held[0] is dialect:
             return held[1]
         compiled = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+        defaulted = [*compiled.insert_prefetch, *compiled.update_prefetch]
+        if defaulted:
+            # Connection.execute() computes these in Python; here they would be NULL.
+            raise ValueError(f"columns with Python-side defaults left to the statement: "
+                             f"{', '.join(column.key for column in defaulted)}; give them "
+                             f"values")
         by_name = {name: bind for bind, name in compiled.bind_names.items()}
         positional = compiled.positiontup is not None
         names = tuple(compiled.positiontup if positional else by_name)
@@ -83,28 +91,35 @@ class DriverStatement:
         """Run the statement once; its rows (none when it returns none), values processed,
         as named tuples (`row.id`, `row._asdict()`)."""
         compiled = self._for(connection.dialect)
-        values = self._values(compiled, params)
-        cursor = self._cursor(connection)
-        try:
-            cursor.execute(compiled.sql, values)
-            fetched = cursor.fetchall() if cursor.description is not None else []
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise self._wrapped(exc, compiled, values, connection.dialect) from exc
-        finally:
-            cursor.close()
+        fetched = self._run(connection, compiled, self._values(compiled, params), many=False)
         return [self._processed(compiled, row) for row in fetched]
 
     def run_many(self, connection: Connection, many: Iterable[Mapping[str, Any]]) -> None:
         """Run the statement once for each set of parameters (it must return no rows)."""
         compiled = self._for(connection.dialect)
         values = [self._values(compiled, params) for params in many]
-        if not values:
-            return
+        if values:
+            self._run(connection, compiled, values, many=True)
+
+    def _run(self, connection: Connection, compiled: _Compiled, values: Any, *,
+             many: bool) -> list[Any]:
         cursor = self._cursor(connection)
+        sql = compiled.sql
         try:
-            cursor.executemany(compiled.sql, values)
+            # The engine's statement events, as Connection.execute() fires them (with no
+            # execution context): what watches the SQL sent sees these statements too.
+            for listener in connection.dispatch.before_cursor_execute:
+                sql, values = listener(connection, cursor, sql, values, None, many)
+            if many:
+                cursor.executemany(sql, values)
+            else:
+                cursor.execute(sql, values)
+            for listener in connection.dispatch.after_cursor_execute:
+                listener(connection, cursor, sql, values, None, many)
+            return cursor.fetchall() if cursor.description is not None else []
         except connection.dialect.loaded_dbapi.Error as exc:
-            raise self._wrapped(exc, compiled, values, connection.dialect) from exc
+            raise DBAPIError.instance(sql, values, exc, connection.dialect.loaded_dbapi.Error,
+                                      dialect=connection.dialect) from exc
         finally:
             cursor.close()
 
@@ -123,7 +138,9 @@ class DriverStatement:
             value = params[bind.key] if bind.fixed is _REQUIRED else params.get(bind.key,
                                                                                  bind.fixed)
             values.append(bind.processor(value) if bind.processor is not None else value)
-        return values if compiled.positional else dict(zip(compiled.names, values, strict=True))
+        if compiled.positional:
+            return tuple(values)
+        return dict(zip(compiled.names, values, strict=True))
 
     @staticmethod
     def _processed(compiled: _Compiled, row: Sequence[Any]) -> Any:
@@ -131,8 +148,3 @@ class DriverStatement:
         return compiled.row._make(
             value if processor is None or value is None else processor(value)
             for processor, value in zip(compiled.result_processors, row, strict=True))
-
-    @staticmethod
-    def _wrapped(exc: Exception, compiled: _Compiled, values: Any, dialect: Dialect) -> Exception:
-        return DBAPIError.instance(compiled.sql, values, exc, dialect.loaded_dbapi.Error,
-                                   dialect=dialect)

@@ -82,3 +82,12 @@ def test_an_expanding_parameter_is_refused():
         _topics.c.slug.in_(bindparam("slugs", expanding=True))))
     with db.engine.connect() as connection, pytest.raises(ValueError, match="JSON array"):
         listed.rows(connection, {"slugs": ["a"]})
+
+
+def test_a_column_left_to_its_python_default_is_refused():
+    """Connection.execute() would compute it; the driver would store NULL."""
+    without_created_at = DriverStatement(insert(_topics).values(
+        slug=bindparam("slug"), name=bindparam("name"), description=literal(""),
+        double_opt_in=bindparam("double_opt_in"), public=bindparam("public")))
+    with db.engine.connect() as connection, pytest.raises(ValueError, match="created_at"):
+        without_created_at.rows(connection, topic_values("a"))
