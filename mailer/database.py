@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import time
 from typing import Any
 
 from sqlalchemy import CheckConstraint, DateTime, Engine, event
@@ -91,15 +92,25 @@ def truncate_sqlite_wal(engine: Engine, wait_seconds: float = 1.0) -> bool:
 
     With `secure_delete` on, the main file keeps no copy of a deleted or overwritten row,
     but the log keeps the older versions of the pages until it starts over. Waits at most
-    `wait_seconds` for readers of older snapshots; returns False when they held it up (try
-    again later), True when the log is empty, and always True on other databases.
+    `wait_seconds` for readers of older snapshots and other connections' checkpoints;
+    returns False when they held it up (try again later), True when the log is empty, and
+    always True on other databases.
     """
     if engine.dialect.name != "sqlite":
         return True
+    deadline = time.monotonic() + wait_seconds
     with engine.connect() as connection:
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
         try:
-            busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+            while True:
+                remaining = max(deadline - time.monotonic(), 0.0)
+                connection.exec_driver_sql(f"PRAGMA busy_timeout={int(remaining * 1000)}")
+                busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+                if busy == 0 or time.monotonic() >= deadline:
+                    break
+                # Another connection's checkpoint (a process's checkpoint thread, see
+                # sqlite_writers) holds the checkpoint lock, for which SQLite answers busy at
+                # once instead of waiting: try again in a moment.
+                time.sleep(0.005)
         finally:
             connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     return busy == 0

@@ -13,8 +13,10 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import create_engine
 
 from mailer import sqlite_writers
+from mailer.database import truncate_sqlite_wal
 from mailer.sqlite_writers import (
     CHECKPOINT_EVERY,
     CHECKPOINT_ROWS,
@@ -290,3 +292,33 @@ def test_a_transaction_of_many_rows_is_checkpointed_at_once(database):
     connection.commit()
     assert queue.wait_for_checkpoints()
     assert rows_in_the_database_file(database) == CHECKPOINT_ROWS
+
+
+def test_the_log_is_emptied_after_an_erasure_even_while_another_connection_checkpoints(
+        database):
+    """SQLite answers a checkpoint busy at once, without waiting, while another connection's
+    checkpoint runs (a process's checkpoint thread): the one that must empty the log (after
+    an erasure) tries again until it has."""
+    engine = create_engine(f"sqlite:///{database}")
+    stop = threading.Event()
+
+    def checkpoint_all_the_time() -> None:
+        other = sqlite3.connect(database)
+        while not stop.is_set():
+            other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        other.close()
+
+    writer = sqlite3.connect(database)
+    checkpointer = threading.Thread(target=checkpoint_all_the_time)
+    checkpointer.start()
+    try:
+        for i in range(30):
+            writer.execute("INSERT INTO t (v) VALUES (?)", (f"r{i}",))
+            writer.commit()
+            assert truncate_sqlite_wal(engine, wait_seconds=5)
+            assert os.path.getsize(database + "-wal") == 0
+    finally:
+        stop.set()
+        checkpointer.join()
+        writer.close()
+        engine.dispose()
