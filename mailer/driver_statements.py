@@ -1,4 +1,4 @@
-"""Core statements compiled once and run on the driver's own cursor, for the hottest writes.
+"""Core statements compiled once and run on the driver's own cursor, for the hottest requests.
 
 A statement run through `Connection.execute()` costs SQLAlchemy about twice what SQLite spends
 running it: the cache key, an execution context, the result object and its rows. A
@@ -47,8 +47,8 @@ class _Compiled:
 
 
 class DriverStatement:
-    """A Core statement (SELECT, or INSERT ... RETURNING or not) to run on a Connection's
-    driver cursor; compiled once for each dialect it meets."""
+    """A Core statement (a SELECT, or an INSERT or UPDATE with RETURNING or without) to run
+    on a Connection's driver cursor; compiled once for each dialect it meets."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
