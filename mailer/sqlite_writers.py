@@ -263,20 +263,12 @@ class QueuedConnection(sqlite3.Connection):
             self.writers.release()
 
     def commit(self) -> None:
-        writers = self.writers if self._holding else None
-        try:
-            super().commit()
-        except BaseException:
-            if not self.in_transaction:  # a failed COMMIT keeps its transaction (and queue)
-                self._let_go()
-            raise
-        if writers is None:
-            self._let_go()
-            return
-        rows, self._rows_counted = self.total_changes - self._rows_counted, self.total_changes
-        self._let_go()
-        if writers.checkpoint_due(rows):
-            writers.checkpoint_soon()
+        wrote = self._holding
+        self._end_with(super().commit)
+        if wrote and self.writers is not None:
+            rows, self._rows_counted = self.total_changes - self._rows_counted, self.total_changes
+            if self.writers.checkpoint_due(rows):
+                self.writers.checkpoint_soon()
 
     def rollback(self) -> None:
         self._end_with(super().rollback)

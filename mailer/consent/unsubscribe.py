@@ -220,7 +220,7 @@ def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscri
         rows = _RUN_LEAVE_RETURNING.rows(connection, params)
         left = rows[0] if rows else None
         if left is not None:
-            _RUN_INSERT_EVENT.rows(connection, {
+            consent.RUN_INSERT_EVENT.rows(connection, {
                 **params, "p_contact": left.contact_id, "p_subject": ConsentSubject.TOPIC.value,
                 "p_state": SubscriptionState.UNSUBSCRIBED.value, "p_note": None})
             if params["p_campaign"] is not None:
@@ -234,7 +234,6 @@ def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscri
 
 
 _RUN_LEAVE_RETURNING = DriverStatement(_LEAVE_RETURNING)
-_RUN_INSERT_EVENT = DriverStatement(consent.INSERT_EVENT)
 _RUN_COUNT_CAMPAIGN_UNSUBSCRIBE = DriverStatement(_COUNT_CAMPAIGN_UNSUBSCRIBE)
 
 

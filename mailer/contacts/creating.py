@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.consent.models import ConsentEvent, ConsentSubject, Subscription, SubscriptionState
-from mailer.consent.services import INSERT_EVENT
+from mailer.consent.services import RUN_INSERT_EVENT
 from mailer.contacts.models import Contact
 from mailer.driver_statements import DriverStatement
 from mailer.suppressions import services as suppressions
@@ -156,7 +156,7 @@ def write_new(connection: Connection, contact: dict[str, Any], topic_ids: list[i
     subscribed = SubscriptionState.SUBSCRIBED.value
     events = [(ConsentSubject.PARTNER_SHARING.value, None, "granted")] if partner_sharing else []
     events += [(ConsentSubject.TOPIC.value, topic_id, subscribed) for topic_id in topic_ids]
-    _RUN_INSERT_EVENT.run_many(connection, (
+    RUN_INSERT_EVENT.run_many(connection, (
         {"p_contact": contact_id, "p_hash": contact["address_hash"], "p_subject": subject,
          "p_topic": topic_id, "p_state": state, "p_source": source, "p_note": note,
          "p_now": now} for subject, topic_id, state in events))
@@ -179,7 +179,6 @@ _RUN_INSERT_SUBSCRIPTIONS = DriverStatement(
     )
     .returning(_subscriptions.c.id, _subscriptions.c.topic_id)
 )
-_RUN_INSERT_EVENT = DriverStatement(INSERT_EVENT)
 
 # Whether a new address's request for a topic subscribes it at once, by (the address has a
 # mark, the topic wants double opt-in): consent.services.requested_state()'s answers for the
