@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer import addresses
+from mailer.autocommit import run_alone
 from mailer.consent import services as consent
 from mailer.consent.models import (
     ConsentEvent,
@@ -158,21 +159,15 @@ def upsert(
     autoflush()  # what the caller has pending is read too, as by an ORM query
     asked = _Asked(normalized, address_hash, source, partner_sharing, attributes, channel, kind,
                    answer_only)
-    session = db.session()
-    if session.in_transaction():
-        found, whole = _probe_and_create(session.connection(), topics, asked)
-    elif db.engine.dialect.name == "postgresql":
-        # Nothing of the caller's is waiting to commit: the one statement that reads and, for
-        # a new address, writes runs alone in autocommit, without the round trips of BEGIN
-        # and COMMIT (a new contact's seven are two, the pool's ping included).
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as alone:
-            found, whole = _probe_and_create(alone, topics, asked)
+    if db.session().in_transaction():
+        found, whole = _probe_and_create(db.session.connection(), topics, asked)
     else:
-        # Nothing of the caller's is waiting either: the probe and a whole write commit on a
-        # connection of their own, and the session (begun, it would cost a transaction of
-        # its own to set up and end) is left untouched.
-        with db.engine.begin() as alone:
-            found, whole = _probe_and_create(alone, topics, asked)
+        # Nothing of the caller's is waiting to commit: the probe and a whole write run on a
+        # connection of their own (on PostgreSQL one statement in autocommit, without the
+        # round trips of BEGIN, COMMIT and the pool's ping), and the session (begun, it
+        # would cost a transaction of its own to set up and end) is left untouched. Run
+        # twice, it finds the address written the first time, and updates it.
+        found, whole = run_alone(lambda alone: _probe_and_create(alone, topics, asked))
     if whole is not None:
         return whole
     wanted_topics = [attach_loaded(Topic, row._asdict()) for row in found.topics]

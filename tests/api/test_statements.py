@@ -13,10 +13,11 @@ from contextlib import contextmanager
 
 from flask import session
 from flask.sessions import NullSession
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from mailer.contacts.models import Contact
 from mailer.extensions import db
+from tests.sql_events import listening
 
 CONTACTS = "/api/v1/contacts"
 MESSAGES = "/api/v1/messages"
@@ -32,11 +33,8 @@ def statements() -> Iterator[list[str]]:
     def keep(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:
         sent.append(" ".join(statement.split()))
 
-    event.listen(db.engine, "before_cursor_execute", keep)
-    try:
+    with listening(keep):
         yield sent
-    finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
 
 
 def create(client, auth, email: str, topics: list[str]) -> int:
@@ -60,11 +58,8 @@ def modes() -> Iterator[list[bool]]:
     def keep(conn, _cursor, _statement, _parameters, _context, _executemany) -> None:
         seen.append(autocommit(conn.connection.driver_connection))
 
-    event.listen(db.engine, "before_cursor_execute", keep)
-    try:
+    with listening(keep):
         yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
 
 
 ONE_STATEMENT = "WITH known AS (SELECT (SELECT contacts.id FROM contacts"

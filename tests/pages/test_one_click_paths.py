@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, func, insert, literal, select, text
+from sqlalchemy import func, insert, literal, select, text
 from werkzeug.test import Client
 
 from mailer import addresses
@@ -26,6 +26,7 @@ from mailer.extensions import db
 from mailer.messages.compose import unsubscribe_token
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
+from tests.sql_events import listening
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 BODY = "List-Unsubscribe=One-Click"
@@ -215,11 +216,8 @@ def statements() -> Iterator[list[str]]:
         autocommit_of[statement] = getattr(conn.connection.driver_connection, "autocommit",
                                            None)
 
-    event.listen(db.engine, "before_cursor_execute", keep)
-    try:
+    with listening(keep):
         yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
 
 
 parameters_of: dict[str, object] = {}
