@@ -5,8 +5,9 @@ running it: the cache key, an execution context, the result object and its rows.
 DriverStatement keeps what makes a statement mean the same in both ways: the SQL its dialect
 compiles, the bound values put through their types' bind processors (a timestamp's UTC
 conversion, JSON), the rows' values through their result processors, the driver's errors
-raised as SQLAlchemy's, and the engine's before_ and after_cursor_execute events (with no
-execution context). It runs in the connection's transaction as any statement of it.
+handled as SQLAlchemy handles them (raised as its own; a lost connection invalidated), and the
+engine's before_ and after_cursor_execute events (with no execution context). It runs in the
+connection's transaction as any statement of it.
 
 What it leaves out: the engine's echo log, the other execution events, the compiled cache,
 columns' Python-side defaults and onupdates (a statement that leaves one to them is refused:
@@ -23,7 +24,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
 
 _REQUIRED = object()
@@ -118,8 +118,12 @@ class DriverStatement:
                 listener(connection, cursor, sql, values, None, many)
             return cursor.fetchall() if cursor.description is not None else []
         except connection.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, values, exc, connection.dialect.loaded_dbapi.Error,
-                                      dialect=connection.dialect) from exc
+            # SQLAlchemy's own handling of a driver's error, as Connection.execute() and its
+            # own cursor executions (column defaults, sequences) use it: the error raised as
+            # SQLAlchemy's, the handle_error events, and on a lost connection that connection
+            # and those of the pool older than it invalidated (mailer.autocommit retries on
+            # a new one then).
+            connection._handle_dbapi_exception(exc, sql, values, cursor, None)
         finally:
             cursor.close()
 

@@ -208,13 +208,12 @@ def _leave_topic(target: LinkTarget, source: ConsentSource) -> Unsubscribed | No
 
 
 def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscribed | None:
+    # On the driver's cursor (mailer.driver_statements), which spares the SQLAlchemy dispatch
+    # that costs about as much as the database's own work here.
     if connection.dialect.name == "postgresql":
-        left = connection.execute(_LEAVE_LOG_AND_COUNT, params).first()
+        left = _first(_RUN_LEAVE_LOG_AND_COUNT.rows(connection, params))
     else:
-        # SQLite: on the driver's cursor (mailer.driver_statements), which spares the
-        # SQLAlchemy dispatch that costs about as much as SQLite's own work here.
-        rows = _RUN_LEAVE_RETURNING.rows(connection, params)
-        left = rows[0] if rows else None
+        left = _first(_RUN_LEAVE_RETURNING.rows(connection, params))
         if left is not None:
             consent.RUN_INSERT_EVENT.rows(connection, {
                 **params, "p_contact": left.contact_id, "p_subject": ConsentSubject.TOPIC.value,
@@ -223,13 +222,19 @@ def _leave_topic_on(connection: Connection, params: dict[str, Any]) -> Unsubscri
                 _RUN_COUNT_CAMPAIGN_UNSUBSCRIBE.rows(connection, params)
     if left is not None:
         return Unsubscribed(Scope.TOPIC, left.name)
-    standing = connection.execute(_STANDING, params).first()
+    standing = _first(_RUN_STANDING.rows(connection, params))
     if standing is not None and standing.state == SubscriptionState.UNSUBSCRIBED:
         return Unsubscribed(Scope.TOPIC, standing.name)
     return None  # pending, no row, no contact, or no such topic
 
 
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
+
+
 _RUN_LEAVE_RETURNING = DriverStatement(_LEAVE_RETURNING)
+_RUN_LEAVE_LOG_AND_COUNT = DriverStatement(_LEAVE_LOG_AND_COUNT)
+_RUN_STANDING = DriverStatement(_STANDING)
 _RUN_COUNT_CAMPAIGN_UNSUBSCRIBE = DriverStatement(_COUNT_CAMPAIGN_UNSUBSCRIBE)
 
 

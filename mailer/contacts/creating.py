@@ -268,6 +268,7 @@ def _probe_and_write_statement() -> Any:
 
 
 _PROBE_AND_WRITE = _probe_and_write_statement()
+_RUN_PROBE_AND_WRITE = DriverStatement(_PROBE_AND_WRITE)
 
 
 def probe_and_write_new(connection: Connection, contact: dict[str, Any],
@@ -280,12 +281,12 @@ def probe_and_write_new(connection: Connection, contact: dict[str, Any],
     NewContact is None when nothing was written. An unknown slug raises as probe()'s does,
     with nothing written."""
     wanted = list(dict.fromkeys(slugs))
-    rows = connection.execute(_PROBE_AND_WRITE, {
+    rows = _RUN_PROBE_AND_WRITE.rows(connection, {
         **contact, "p_slugs": wanted, "p_count": len(wanted),
         "p_marked_double": subscribes[True, True], "p_marked_single": subscribes[True, False],
         "p_double": subscribes[False, True], "p_single": subscribes[False, False],
         "p_grant": partner_sharing, "p_source": source, "p_note": note, "p_now": now,
-    }).all()
+    })
     topics = in_order(wanted, (row for row in rows if row.id is not None))
     first = rows[0]
     found = Probe(first.contact_id, bool(first.marked), list(topics.values()))
