@@ -66,7 +66,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
         installation.check()
     yield application
     with application.app_context():
-        db.engine.dispose()
+        for engine in db.engines.values():  # the session's, and PostgreSQL's autocommit pool
+            engine.dispose()
 
 
 def _empty_all_tables() -> None:

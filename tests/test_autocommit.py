@@ -93,6 +93,7 @@ def test_a_contact_and_a_one_click_survive_a_connection_killed_between_requests(
     assert client.post(CONTACTS, headers=auth, json={"email": "first@example.com"}).status_code \
         == 201
     engine = db.engines[autocommit.BIND_KEY]
+    engine.dispose()  # one connection from here on: the one _idle_backend() finds
     killed = _idle_backend(engine)
     _terminate(killed)
     db.session.commit()  # a served request starts with no transaction of the session
