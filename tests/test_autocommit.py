@@ -115,3 +115,26 @@ def test_a_contact_and_a_one_click_survive_a_connection_killed_between_requests(
     assert _idle_backend(engine) != killed
     response = client.get("/api/v1/contacts/fan@example.com", headers=auth)
     assert response.get_json()["subscriptions"] == {"news": "unsubscribed"}
+
+
+@pytest.mark.postgres
+def test_a_new_contact_survives_every_pooled_connection_killed(postgres_url, client, auth):
+    """As after a restart of the server: the first dead connection found invalidates the
+    pool's older ones, so the one retry gets a new connection, not the next dead one."""
+    # The first request reads the API key in the session's transaction; later ones find it
+    # cached and leave the session alone.
+    assert client.post(CONTACTS, headers=auth, json={"email": "first@example.com"}).status_code \
+        == 201
+    engine = db.engines[autocommit.BIND_KEY]
+    engine.dispose()
+    with engine.connect() as first, engine.connect() as second:  # two in the pool
+        pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (first, second)]
+    for pid in pids:
+        _terminate(pid)
+    db.session.commit()  # a served request starts with no transaction of the session
+    response = client.post(CONTACTS, headers=auth, json={"email": "ann@example.com"})
+    assert response.status_code == 201, response.get_json()
+    with engine.connect() as connection, engine.connect() as other:
+        alive = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (connection,
+                                                                                  other)}
+    assert not alive & set(pids)
