@@ -76,10 +76,15 @@ def test_a_new_contact_pings_no_connection_on_postgresql(client, auth, make_topi
         assert pings == [], "a connection was pinged"
 
 
+def _backend(connection) -> int:
+    """The server process of a connection."""
+    return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+
 def _idle_backend(engine) -> int:
     """The server process of the pool's idle connection (the one the next request gets)."""
     with engine.connect() as connection:
-        return connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        return _backend(connection)
 
 
 def _terminate(pid: int) -> None:
@@ -131,13 +136,12 @@ def test_a_new_contact_survives_every_pooled_connection_killed(postgres_url, cli
     engine = db.engines[autocommit.BIND_KEY]
     engine.dispose()
     with engine.connect() as first, engine.connect() as second:  # two in the pool
-        pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (first, second)]
+        pids = [_backend(first), _backend(second)]
     for pid in pids:
         _terminate(pid)
     db.session.commit()  # a served request starts with no transaction of the session
     response = client.post(CONTACTS, headers=auth, json={"email": "ann@example.com"})
     assert response.status_code == 201, response.get_json()
     with engine.connect() as connection, engine.connect() as other:
-        alive = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in (connection,
-                                                                                  other)}
+        alive = {_backend(connection), _backend(other)}
     assert not alive & set(pids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.engine import make_url
 
 from mailer import installation
@@ -19,6 +19,7 @@ from mailer.installation import (
 from mailer.settings import address_hash_key
 from tests.ensure_postgres import ensure_database
 from tests.processes import run_flask
+from tests.sql_events import listening
 
 CSV = "email\nann@example.com\n"
 
@@ -94,15 +95,12 @@ def test_the_web_app_checks_once_per_process(app, client, fresh_check):
     def remember(conn, cursor, statement, *args) -> None:
         statements.append(statement)
 
-    event.listen(db.engine, "before_cursor_execute", remember)
-    try:
+    with listening(remember):
         assert client.get("/api/v1/openapi.json").status_code == 200
         first = [s for s in statements if "installation" in s.lower()]
         statements.clear()
         for _ in range(3):
             assert client.get("/api/v1/openapi.json").status_code == 200
-    finally:
-        event.remove(db.engine, "before_cursor_execute", remember)
     assert first  # the first request looked
     assert statements == []  # the later ones did not touch the database at all
     assert stored() == [(ADDRESS_HASH_KEY_FINGERPRINT, fingerprint(address_hash_key()))]

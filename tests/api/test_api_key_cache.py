@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from mailer.apikeys import services as apikeys
 from mailer.apikeys.models import ApiKey
 from mailer.database import utcnow
 from mailer.extensions import db
+from tests.sql_events import listening
 
 TOPICS = "/api/v1/topics"
 
@@ -26,12 +27,9 @@ def test_a_valid_key_is_read_from_the_database_once_per_period(client):
         if "FROM api_keys" in statement:
             seen.append(statement)
 
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with listening(count):
         for _ in range(3):
             assert client.get(TOPICS, headers=headers).status_code == 200
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert len(seen) == 1
 
 

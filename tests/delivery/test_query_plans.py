@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
 from mailer import addresses
 from mailer.consent import gate
@@ -23,6 +23,7 @@ from mailer.database import utcnow
 from mailer.delivery import outbox
 from mailer.extensions import db
 from mailer.messages.models import Message
+from tests.sql_events import listening
 
 COUNT = 3_000
 
@@ -62,11 +63,8 @@ def captured(prefix: str) -> Iterator[list[tuple[str, object]]]:
         if statement.lstrip().upper().startswith(prefix):
             statements.append((statement, parameters))
 
-    event.listen(db.engine, "before_cursor_execute", keep)
-    try:
+    with listening(keep):
         yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", keep)
 
 
 def plan(statement: str, parameters: object, *, no_seqscan: bool = False) -> str:

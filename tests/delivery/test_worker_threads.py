@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from mailer.delivery import prepare as prepare_module
 from mailer.delivery import worker as worker_module
@@ -14,6 +14,7 @@ from mailer.extensions import db
 from mailer.messages.models import Message
 from tests.delivery.helpers import run_worker_until_idle
 from tests.smtp_server import ScriptedSmtpServer
+from tests.sql_events import listening
 
 NEWS = {"headline": "Spring sale", "intro": "Strings half price.",
         "items": [{"name": "Strings", "price": "€5", "url": "https://shop.example/s"}]}
@@ -65,11 +66,8 @@ def test_sql_runs_only_in_the_database_thread_while_mails_are_built_on_the_loop(
         sql_threads.add(threading.current_thread().name)
 
     monkeypatch.setattr(worker_module, "build_one", recording_build_one)
-    event.listen(db.engine, "before_cursor_execute", record)
-    try:
+    with listening(record):
         worker = run_worker_until_idle(app, smtp.url)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", record)
 
     assert worker.sent == len(subscribers) + 1
     assert {m.rcpt_tos[0] for m in smtp.messages} == {*subscribers, "buyer@example.com"}
