@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailer.flags import parse_flag
+
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 DEV_SMTP_URL = "smtp://127.0.0.1:8025"
 
@@ -28,22 +30,9 @@ class ConfigError(ValueError):
     """
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 # A DKIM selector is one or more DNS labels (RFC 6376 3.1); a domain is a host name.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"(?i){_LABEL}(?:\.{_LABEL})*")
-
-
-def parse_flag(value: str) -> bool | None:
-    """True or False for a known spelling of on/off (1/0, true/false, yes/no, on/off, any
-    case), None for anything else: the caller refuses it in its own words."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    return None
 
 
 def _flag(value: str | None, default: bool, name: str = "the flag") -> bool:
@@ -151,7 +140,7 @@ def _from_address(env: Mapping[str, str], name: str) -> str | None:
 def _smtp_url(env: Mapping[str, str], name: str, default: str) -> str:
     # The worker's own parser, so what starts is what the worker can use; its messages
     # name the setting and never echo the URL (it may hold a password).
-    from mailer.delivery.transport import SmtpSettings
+    from mailer.smtp_url import SmtpSettings
 
     url = (env.get(name) or "").strip() or default
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""

@@ -337,7 +337,6 @@ def queue_messages(app: Any, count: int, *, first_number: int = 0,
     from sqlalchemy import func, insert, select, text
 
     from mailer import addresses
-    from mailer.consent.gate import Category
     from mailer.consent.models import Subscription, SubscriptionState
     from mailer.contacts.models import Contact
     from mailer.database import utcnow
@@ -345,7 +344,7 @@ def queue_messages(app: Any, count: int, *, first_number: int = 0,
     from mailer.messages import services
     from mailer.messages.compose import Envelope, TopicInfo, compose
     from mailer.messages.mime import build
-    from mailer.messages.models import Message, MessageStatus
+    from mailer.messages.models import Category, Message, MessageStatus
     from mailer.topics.models import Topic
     from mailer.topics.services import create_topic
 

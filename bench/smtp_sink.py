@@ -54,8 +54,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # Run as a script: make the mailer package importable.
     sys.path.insert(0, str(ROOT))
 
-from mailer.delivery.capture import SmtpController  # noqa: E402
-from mailer.delivery.transport import Outcome, SmtpPool, SmtpSettings  # noqa: E402
+from mailer.delivery.transport import Outcome, SmtpPool  # noqa: E402
+from mailer.devtools.capture import SmtpController  # noqa: E402
+from mailer.smtp_url import SmtpSettings  # noqa: E402
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 2525

@@ -21,6 +21,7 @@ from config import TestConfig
 from mailer import create_app, installation
 from mailer.apikeys import services as apikeys
 from mailer.extensions import db
+from tests.smtp_server import ScriptedSmtpServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET_KEYS = ["test-secret-old", "test-secret-new"]
@@ -87,6 +88,14 @@ def app_context(app: Flask) -> Iterator[None]:
     with app.app_context():
         yield
         _empty_all_tables()
+
+
+@pytest.fixture
+def smtp() -> Iterator[ScriptedSmtpServer]:
+    """A real SMTP server (aiosmtpd on 127.0.0.1, a random port), stopped after the test;
+    its `url` is what MAILER_SMTP_URL or a worker takes, and it records what it received."""
+    with ScriptedSmtpServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@
         ...send to server.url...
         assert server.messages[0].data.endswith(b"Hello\\r\\n")
 
-Or use the `smtp_server` fixture: ``pytest_plugins = ["tests.smtp_server"]`` in a conftest, or
-``from tests.smtp_server import smtp_server`` in a test module.
+In a test, use the `smtp` fixture of tests/conftest.py: one started server, stopped after it.
 
 A scripted reply is a full SMTP reply line ("550 5.1.1 no such user"), None for the normal
 behaviour (accept), or DROP to close the connection instead of answering. Scripts are consumed
@@ -21,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, NamedTuple
 
-import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailer.delivery.capture import SmtpController
+from mailer.devtools.capture import SmtpController
 
 HOST = "127.0.0.1"
 # Generous: a loaded CI machine may need seconds to start a thread and answer a first connect.
@@ -382,10 +380,3 @@ class ScriptedSmtpServer:
     @staticmethod
     def _on_loop(controller: _Controller, coroutine: Any) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, controller.loop).result(READY_TIMEOUT)
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[ScriptedSmtpServer]:
-    """A started ScriptedSmtpServer, stopped after the test."""
-    with ScriptedSmtpServer() as server:
-        yield server

@@ -13,11 +13,10 @@ from marshmallow import fields, validate
 from mailer.api.docs import JSON_BODY, KEYED, RENDER, errors
 from mailer.api.fields import StrictSchema
 from mailer.api.guards import IDEMPOTENCY_HEADER, require_scope
-from mailer.consent.gate import Category
 from mailer.errors import MailerError, ValidationFailed
 from mailer.extensions import db, single_write_request
 from mailer.messages import services as messages
-from mailer.messages.models import Message
+from mailer.messages.models import Category, Message
 from mailer.messages.services import Answer, SendRequest
 
 URL_PREFIX = "/messages"

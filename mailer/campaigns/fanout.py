@@ -47,12 +47,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from mailer.campaigns.models import Campaign
-from mailer.consent.gate import Category
 from mailer.consent.models import Subscription, SubscriptionState
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.extensions import db
-from mailer.messages.models import Message, MessageStatus
+from mailer.messages.models import Category, Message, MessageStatus
 from mailer.suppressions.models import Reason, Suppression
 
 # Address-wide marks that refuse promotional mail (consent.gate keeps the same list).

@@ -9,12 +9,11 @@ from sqlalchemy import func, select, update
 
 from mailer import addresses
 from mailer.campaigns.models import UNFINISHED, Campaign, CampaignStatus
-from mailer.consent.gate import Category
 from mailer.database import utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.compose import Envelope, TopicInfo, compose
-from mailer.messages.models import Message, MessageStatus
+from mailer.messages.models import Category, Message, MessageStatus
 from mailer.messages.services import (
     RecipientSuppressed,
     SendRequest,

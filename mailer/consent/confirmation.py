@@ -78,7 +78,7 @@ def send_confirmation(contact: Contact, topics: list[Topic], *,
     """Queue the double opt-in mail for these pending topics; False when the gate refuses it
     (at most 3 a day per address, or the address bounced). The subscriptions stay pending
     either way."""
-    from mailer.consent.gate import Category
+    from mailer.messages.models import Category
     from mailer.messages.services import RecipientSuppressed, SendRequest, accept
 
     if not topics:

@@ -21,19 +21,11 @@ from mailer.consent.models import Subscription, SubscriptionState
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.extensions import db
+from mailer.messages.models import Category, Message
 from mailer.suppressions.models import Reason, Suppression
 
 CONFIRMATIONS_PER_DAY = 3
 REFERRAL_INTERVAL = dt.timedelta(days=30)
-
-
-class Category(enum.StrEnum):
-    """The kinds of mail (../shared/CONSENT.md)."""
-
-    TRANSACTIONAL = "transactional"
-    PROMOTIONAL = "promotional"
-    CONFIRMATION = "confirmation"
-    REFERRAL = "referral"
 
 
 class Stage(enum.Enum):
@@ -172,9 +164,7 @@ def _subscription_states(pairs: set[tuple[str, int]]) -> dict[tuple[str, int], s
 
 @functools.cache
 def _confirmations_statement() -> Select[tuple[str, int]]:
-    """Built once, at first use: the outbox's model imports this module."""
-    from mailer.messages.models import Message  # the outbox records what was sent
-
+    """Built once, at first use."""
     messages = Message.__table__.c
     return (
         select(messages.address_hash, func.count())

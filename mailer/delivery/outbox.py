@@ -20,11 +20,10 @@ from sqlalchemy import ColumnElement, Integer, any_, bindparam, case, or_, selec
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from mailer.campaigns.models import Campaign, CampaignStatus
-from mailer.consent.gate import Category
 from mailer.consent.models import ConsentSource
 from mailer.database import truncate_sqlite_wal, utcnow
 from mailer.extensions import db
-from mailer.messages.models import Message, MessageStatus
+from mailer.messages.models import Category, Message, MessageStatus
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template
 
-from mailer.delivery.capture import list_captured, read_captured
+from mailer.devtools.capture import list_captured, read_captured
 
 blp = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 

@@ -14,9 +14,9 @@ from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
 from config import DEV_SMTP_URL
-from mailer.delivery.capture import CaptureServer
 from mailer.delivery.transport import transport_from_url
 from mailer.delivery.worker import Worker
+from mailer.devtools.capture import CaptureServer
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("werkzeug")

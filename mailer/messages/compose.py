@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 from flask import current_app
 from markupsafe import escape
 
-from mailer.consent.gate import Category
 from mailer.errors import ValidationFailed
 from mailer.messages.mime import OutgoingMail
+from mailer.messages.models import Category
 from mailer.messages.render import Rendered, renderer
 from mailer.tokens import Purpose, sign
 

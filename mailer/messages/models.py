@@ -19,9 +19,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.consent.gate import Category
 from mailer.database import UTCDateTime, enum_check, utcnow
 from mailer.extensions import db
+
+
+class Category(enum.StrEnum):
+    """The kinds of mail (../shared/CONSENT.md); the outbox records each mail's kind."""
+
+    TRANSACTIONAL = "transactional"
+    PROMOTIONAL = "promotional"
+    CONFIRMATION = "confirmation"
+    REFERRAL = "referral"
 
 
 class MessageStatus(enum.StrEnum):

@@ -15,12 +15,12 @@ from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
 from mailer.consent import gate
-from mailer.consent.gate import Category, Stage
+from mailer.consent.gate import Stage
 from mailer.database import utcnow
 from mailer.errors import Conflict, MailerError, NotFound, ValidationFailed
 from mailer.extensions import attach_inserted, db
 from mailer.messages.compose import Envelope, TopicInfo, compose, sender_address
-from mailer.messages.models import IdempotencyRecord, Message, MessageStatus
+from mailer.messages.models import Category, IdempotencyRecord, Message, MessageStatus
 from mailer.topics.models import Topic
 
 IDEMPOTENCY_KEEP_HOURS = 48  # promised: at least 24

@@ -10,13 +10,13 @@ from sqlalchemy import select
 
 from mailer import addresses
 from mailer.consent import confirmation
-from mailer.consent.gate import Category
 from mailer.consent.models import ConsentSource
 from mailer.consent.services import RequestKind
 from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
 from mailer.extensions import db
 from mailer.messages.compose import preferences_token
+from mailer.messages.models import Category
 from mailer.messages.services import RecipientSuppressed, SendRequest, accept
 
 log = logging.getLogger(__name__)

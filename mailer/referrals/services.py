@@ -24,13 +24,14 @@ from sqlalchemy import delete, func, select, text
 
 from mailer import addresses
 from mailer.card_numbers import text_holds_card_number
-from mailer.consent.gate import REFERRAL_INTERVAL, Category
+from mailer.consent.gate import REFERRAL_INTERVAL
 from mailer.consent.models import ConsentSource, Subscription, SubscriptionState
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.errors import CardNumberRefused, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.compose import postal_address, sender_address
+from mailer.messages.models import Category
 from mailer.messages.services import RecipientSuppressed, SendRequest, accept
 from mailer.referrals.models import Referral
 from mailer.suppressions import services as suppressions

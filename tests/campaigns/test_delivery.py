@@ -6,7 +6,6 @@ import collections
 import threading
 import time
 
-import pytest
 from sqlalchemy import select
 
 from mailer import addresses
@@ -21,13 +20,6 @@ from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 from tests.campaigns import NEWS, start_campaign
 from tests.delivery.helpers import FAST, run_worker_until_idle
-from tests.smtp_server import ScriptedSmtpServer
-
-
-@pytest.fixture
-def smtp():
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 def add_subscribers(count: int, prefix: str = "fan", **attributes) -> list[str]:

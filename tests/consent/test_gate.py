@@ -8,10 +8,11 @@ import pytest
 
 from mailer import addresses
 from mailer.consent import gate
-from mailer.consent.gate import Category, Mark, Stage, decide
+from mailer.consent.gate import Mark, Stage, decide
 from mailer.consent.models import ConsentSource
 from mailer.contacts import services as contacts
 from mailer.database import utcnow
+from mailer.messages.models import Category
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 

@@ -10,10 +10,11 @@ from flask import Flask
 from sqlalchemy import func, or_, select
 
 from mailer.database import utcnow
-from mailer.delivery.transport import SmtpPool, SmtpSettings
+from mailer.delivery.transport import SmtpPool
 from mailer.delivery.worker import Worker, WorkerSettings
 from mailer.extensions import db
 from mailer.messages.models import Message, MessageStatus
+from mailer.smtp_url import SmtpSettings
 
 FAST = WorkerSettings(batch_size=50, lease_seconds=5, poll_interval=0.05, record_interval=0.05,
                       retry_backoff=0.2, max_attempts=3, connections=2, drain_seconds=3)

@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import func, select
 
 from mailer import addresses
-from mailer.consent.gate import Category
 from mailer.consent.models import ConsentEvent
 from mailer.delivery import bounces
 from mailer.delivery.bounces import Kind, Verdict
 from mailer.extensions import db
 from mailer.messages import services as messages
 from mailer.messages.compose import Envelope, compose
+from mailer.messages.models import Category
 from mailer.messages.services import SendRequest
 from mailer.suppressions.models import Reason, Suppression
 from mailer.suppressions.services import marks

@@ -16,13 +16,13 @@ from sqlalchemy import insert, text
 
 from mailer import addresses
 from mailer.consent import gate
-from mailer.consent.gate import Category, Request, Stage
+from mailer.consent.gate import Request, Stage
 from mailer.consent.models import Subscription
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.delivery import outbox
 from mailer.extensions import db
-from mailer.messages.models import Message
+from mailer.messages.models import Category, Message
 from tests.sql_events import listening
 
 COUNT = 3_000

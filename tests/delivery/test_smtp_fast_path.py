@@ -15,11 +15,11 @@ from mailer.delivery.transport import (
     _PLAIN_ADDRESS,
     Outcome,
     SmtpPool,
-    SmtpSettings,
     _bad_address,
     _path,
     data_payload,
 )
+from mailer.smtp_url import SmtpSettings
 
 ATEXT = "abcXYZ0189!#$%&'*+/=?^_`{|}~-"
 

@@ -12,11 +12,10 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from config import Config
-from mailer.consent.gate import Category
 from mailer.delivery import throttle
 from mailer.extensions import db
 from mailer.messages import services as outbox
-from mailer.messages.models import Message
+from mailer.messages.models import Category, Message
 from mailer.messages.services import SendRequest
 from tests.processes import spawn_flask
 from tests.smtp_server import ReceivedMessage, ScriptedSmtpServer

@@ -1,4 +1,4 @@
-"""The transports, SmtpPool above all, against a real SMTP server (tests/smtp_server.py)."""
+"""The transports, SmtpPool above all, against a real SMTP server (tests/smtp.py)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,10 @@ from mailer.delivery.transport import (
     Outcome,
     SendResult,
     SmtpPool,
-    SmtpSettings,
     transport_from_url,
 )
-from tests import smtp_server as scripted
+from mailer.smtp_url import SmtpSettings
 from tests.smtp_server import DROP, ScriptedSmtpServer
-
-# The fixture, visible to this module; harmless if a conftest also lists tests.smtp_server
-# in pytest_plugins.
-smtp_server = scripted.smtp_server
 
 SENDER = "news@shop.example"
 RECIPIENT = "alice@example.org"
@@ -179,24 +174,24 @@ def test_transport_from_url_picks_the_transport() -> None:
 # --------------------------------------------------------------------------- sending
 
 
-def test_a_plain_send_arrives_byte_for_byte(smtp_server: ScriptedSmtpServer) -> None:
+def test_a_plain_send_arrives_byte_for_byte(smtp: ScriptedSmtpServer) -> None:
     async def body() -> SendResult:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             return await pool.send(SENDER, RECIPIENT, message(1))
 
     result = run(body)
 
     assert result == SendResult(Outcome.SENT, 250, "2.0.0 OK queued as 1")
-    [received] = smtp_server.messages
+    [received] = smtp.messages
     assert received.envelope_from == SENDER
     assert received.rcpt_tos == [RECIPIENT]
     assert received.data == message(1)
-    assert smtp_server.commands[-1] == "QUIT"  # close() says goodbye
+    assert smtp.commands[-1] == "QUIT"  # close() says goodbye
 
 
-def test_connections_are_reused(smtp_server: ScriptedSmtpServer) -> None:
+def test_connections_are_reused(smtp: ScriptedSmtpServer) -> None:
     async def body() -> list[SendResult]:
-        async with pool_for(smtp_server.url, size=2) as pool:
+        async with pool_for(smtp.url, size=2) as pool:
             one_by_one = [
                 await pool.send(SENDER, f"r{n}@example.org", message(n)) for n in range(50)
             ]
@@ -208,15 +203,15 @@ def test_connections_are_reused(smtp_server: ScriptedSmtpServer) -> None:
     results = run(body)
 
     assert {result.outcome for result in results} == {Outcome.SENT}
-    assert len(smtp_server.messages) == 100
-    assert 1 <= smtp_server.connections <= 2
+    assert len(smtp.messages) == 100
+    assert 1 <= smtp.connections <= 2
 
 
-def test_temporary_rcpt_failure_then_success_on_retry(smtp_server: ScriptedSmtpServer) -> None:
-    smtp_server.script_rcpt(RECIPIENT, ["451 4.3.0 try again later", None])
+def test_temporary_rcpt_failure_then_success_on_retry(smtp: ScriptedSmtpServer) -> None:
+    smtp.script_rcpt(RECIPIENT, ["451 4.3.0 try again later", None])
 
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             first = await pool.send(SENDER, RECIPIENT, message())
             second = await pool.send(SENDER, RECIPIENT, message())
             return first, second
@@ -225,17 +220,17 @@ def test_temporary_rcpt_failure_then_success_on_retry(smtp_server: ScriptedSmtpS
 
     assert first == SendResult(Outcome.TEMPORARY, 451, "4.3.0 try again later")
     assert second.outcome is Outcome.SENT
-    assert len(smtp_server.messages) == 1
+    assert len(smtp.messages) == 1
     # The failed transaction was reset, and the same connection carried the retry.
-    assert smtp_server.commands[:6] == ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA"]
-    assert smtp_server.connections == 1
+    assert smtp.commands[:6] == ["MAIL", "RCPT", "RSET", "MAIL", "RCPT", "DATA"]
+    assert smtp.connections == 1
 
 
-def test_rcpt_refused_with_5xx_is_a_hard_bounce(smtp_server: ScriptedSmtpServer) -> None:
-    smtp_server.script_rcpt(RECIPIENT, ["550 5.1.1 no such user"])
+def test_rcpt_refused_with_5xx_is_a_hard_bounce(smtp: ScriptedSmtpServer) -> None:
+    smtp.script_rcpt(RECIPIENT, ["550 5.1.1 no such user"])
 
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             refused = await pool.send(SENDER, RECIPIENT, message())
             other = await pool.send(SENDER, "bob@example.org", message())
             return refused, other
@@ -244,21 +239,21 @@ def test_rcpt_refused_with_5xx_is_a_hard_bounce(smtp_server: ScriptedSmtpServer)
 
     assert refused == SendResult(Outcome.PERMANENT, 550, "5.1.1 no such user", True)
     assert other.outcome is Outcome.SENT
-    assert [m.rcpt_tos for m in smtp_server.messages] == [["bob@example.org"]]
-    assert smtp_server.connections == 1
+    assert [m.rcpt_tos for m in smtp.messages] == [["bob@example.org"]]
+    assert smtp.connections == 1
 
 
-def test_reject_all_with(smtp_server: ScriptedSmtpServer) -> None:
-    smtp_server.reject_all_with("550 5.1.1 no such user")
+def test_reject_all_with(smtp: ScriptedSmtpServer) -> None:
+    smtp.reject_all_with("550 5.1.1 no such user")
 
     async def body() -> list[SendResult]:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             return [await pool.send(SENDER, f"r{n}@example.org", message()) for n in range(3)]
 
     results = run(body)
 
     assert all(r.outcome is Outcome.PERMANENT and r.recipient_refused for r in results)
-    assert smtp_server.messages == []
+    assert smtp.messages == []
 
 
 @pytest.mark.parametrize(
@@ -274,11 +269,11 @@ def test_reject_all_with(smtp_server: ScriptedSmtpServer) -> None:
         ),
     ],
 )
-def test_data_refused(smtp_server: ScriptedSmtpServer, reply: str, expected: SendResult) -> None:
-    smtp_server.script_data([reply])
+def test_data_refused(smtp: ScriptedSmtpServer, reply: str, expected: SendResult) -> None:
+    smtp.script_data([reply])
 
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             refused = await pool.send(SENDER, RECIPIENT, message())
             again = await pool.send(SENDER, RECIPIENT, message())
             return refused, again
@@ -287,16 +282,16 @@ def test_data_refused(smtp_server: ScriptedSmtpServer, reply: str, expected: Sen
 
     assert refused == expected
     assert again.outcome is Outcome.SENT
-    assert len(smtp_server.messages) == 1
-    assert smtp_server.connections == 1
+    assert len(smtp.messages) == 1
+    assert smtp.connections == 1
 
 
-def test_sender_refused_is_temporary_not_a_bounce(smtp_server: ScriptedSmtpServer) -> None:
+def test_sender_refused_is_temporary_not_a_bounce(smtp: ScriptedSmtpServer) -> None:
     # Our sender (or account) refused: configuration to fix, never the recipient's fault.
-    smtp_server.script_mail(["553 5.7.1 sender address rejected: not owned by user"])
+    smtp.script_mail(["553 5.7.1 sender address rejected: not owned by user"])
 
     async def body() -> SendResult:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             return await pool.send(SENDER, RECIPIENT, message())
 
     result = run(body)
@@ -307,12 +302,12 @@ def test_sender_refused_is_temporary_not_a_bounce(smtp_server: ScriptedSmtpServe
 
 
 def test_connection_dropped_at_connect_is_temporary_and_next_send_works(
-    smtp_server: ScriptedSmtpServer,
+    smtp: ScriptedSmtpServer,
 ) -> None:
-    smtp_server.fail_next_connections(1)
+    smtp.fail_next_connections(1)
 
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url, size=1) as pool:
+        async with pool_for(smtp.url, size=1) as pool:
             dropped = await pool.send(SENDER, RECIPIENT, message())
             again = await pool.send(SENDER, RECIPIENT, message())
             return dropped, again
@@ -323,16 +318,16 @@ def test_connection_dropped_at_connect_is_temporary_and_next_send_works(
     assert dropped.code is None
     assert dropped.reply
     assert again.outcome is Outcome.SENT
-    assert smtp_server.connections == 2
+    assert smtp.connections == 2
 
 
 def test_connection_dropped_during_data_is_temporary_and_discarded(
-    smtp_server: ScriptedSmtpServer,
+    smtp: ScriptedSmtpServer,
 ) -> None:
-    smtp_server.script_data([None, DROP])
+    smtp.script_data([None, DROP])
 
     async def body() -> list[SendResult]:
-        async with pool_for(smtp_server.url, size=1) as pool:
+        async with pool_for(smtp.url, size=1) as pool:
             return [await pool.send(SENDER, RECIPIENT, message(n)) for n in range(3)]
 
     first, dropped, third = run(body)
@@ -342,19 +337,19 @@ def test_connection_dropped_during_data_is_temporary_and_discarded(
     assert "DATA" in dropped.reply
     assert third.outcome is Outcome.SENT
     # No retry after a drop in DATA (the server might have kept it): the worker decides.
-    assert [m.data for m in smtp_server.messages] == [message(0), message(2)]
-    assert smtp_server.connections == 2
+    assert [m.data for m in smtp.messages] == [message(0), message(2)]
+    assert smtp.connections == 2
 
 
 def test_idle_connection_closed_by_server_is_replaced_transparently(
-    smtp_server: ScriptedSmtpServer,
+    smtp: ScriptedSmtpServer,
 ) -> None:
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url, size=1) as pool:
+        async with pool_for(smtp.url, size=1) as pool:
             first = await pool.send(SENDER, RECIPIENT, message(1))
             # Blocks this loop while the server says "421 idle timeout" and hangs up, so the
             # pool learns of it only from its next command: the harder case.
-            smtp_server.drop_connections()
+            smtp.drop_connections()
             second = await pool.send(SENDER, RECIPIENT, message(2))
             return first, second
 
@@ -362,8 +357,8 @@ def test_idle_connection_closed_by_server_is_replaced_transparently(
 
     assert first.outcome is Outcome.SENT
     assert second.outcome is Outcome.SENT
-    assert [m.data for m in smtp_server.messages] == [message(1), message(2)]
-    assert smtp_server.connections == 2
+    assert [m.data for m in smtp.messages] == [message(1), message(2)]
+    assert smtp.connections == 2
 
 
 def test_server_down_is_temporary_and_quick() -> None:
@@ -382,13 +377,13 @@ def test_server_down_is_temporary_and_quick() -> None:
     assert time.monotonic() - started < 10  # A refused connection is not a 30 s timeout.
 
 
-def test_slow_server_beyond_timeout_is_temporary(smtp_server: ScriptedSmtpServer) -> None:
-    smtp_server.delay = 300  # Far beyond the client's timeout; cancelled when it hangs up.
+def test_slow_server_beyond_timeout_is_temporary(smtp: ScriptedSmtpServer) -> None:
+    smtp.delay = 300  # Far beyond the client's timeout; cancelled when it hangs up.
 
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(f"{smtp_server.url}?timeout=2", size=1) as pool:
+        async with pool_for(f"{smtp.url}?timeout=2", size=1) as pool:
             slow = await pool.send(SENDER, RECIPIENT, message())
-            smtp_server.delay = 0
+            smtp.delay = 0
             again = await pool.send(SENDER, RECIPIENT, message())
             return slow, again
 
@@ -399,24 +394,24 @@ def test_slow_server_beyond_timeout_is_temporary(smtp_server: ScriptedSmtpServer
     assert "timed out" in slow.reply.lower()
     assert again.outcome is Outcome.SENT
     assert time.monotonic() - started < 120
-    assert len(smtp_server.messages) == 1
+    assert len(smtp.messages) == 1
 
 
-def test_a_cancelled_send_discards_its_connection(smtp_server: ScriptedSmtpServer) -> None:
-    smtp_server.delay = 300
+def test_a_cancelled_send_discards_its_connection(smtp: ScriptedSmtpServer) -> None:
+    smtp.delay = 300
 
     async def body() -> SendResult:
-        async with pool_for(smtp_server.url, size=1) as pool:
+        async with pool_for(smtp.url, size=1) as pool:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(pool.send(SENDER, RECIPIENT, message()), timeout=1)
-            smtp_server.delay = 0
+            smtp.delay = 0
             return await pool.send(SENDER, RECIPIENT, message(2))
 
     result = run(body)
 
     assert result.outcome is Outcome.SENT
-    assert [m.data for m in smtp_server.messages] == [message(2)]
-    assert smtp_server.connections == 2
+    assert [m.data for m in smtp.messages] == [message(2)]
+    assert smtp.connections == 2
 
 
 @pytest.mark.parametrize(
@@ -428,15 +423,15 @@ def test_a_cancelled_send_discards_its_connection(smtp_server: ScriptedSmtpServe
         "550 5.1.1 Please try double-checking the recipient's email address " + "x" * 600,
     ],
 )
-def test_reply_never_contains_the_recipient(smtp_server: ScriptedSmtpServer, reply: str) -> None:
+def test_reply_never_contains_the_recipient(smtp: ScriptedSmtpServer, reply: str) -> None:
     address = "Alice.Smith@example.org"
-    smtp_server.script_rcpt(
+    smtp.script_rcpt(
         address, [reply.format(address=address, upper=address.upper()).replace("\n", "\r\n")]
     )
-    smtp_server.script_data([f"451 4.7.1 {address} greylisted"], address=address)
+    smtp.script_data([f"451 4.7.1 {address} greylisted"], address=address)
 
     async def body() -> list[SendResult]:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             return [await pool.send(SENDER, address, message()) for _ in range(3)]
 
     results = run(body)
@@ -450,11 +445,11 @@ def test_reply_never_contains_the_recipient(smtp_server: ScriptedSmtpServer, rep
     assert results[1].reply == "4.7.1 <recipient> greylisted"
 
 
-def test_concurrent_sends_all_arrive(smtp_server: ScriptedSmtpServer) -> None:
+def test_concurrent_sends_all_arrive(smtp: ScriptedSmtpServer) -> None:
     recipients = [f"r{n}@example.org" for n in range(50)]
 
     async def body() -> list[SendResult]:
-        async with pool_for(smtp_server.url, size=4) as pool:
+        async with pool_for(smtp.url, size=4) as pool:
             return await asyncio.gather(
                 *(pool.send(SENDER, r, message(n)) for n, r in enumerate(recipients))
             )
@@ -462,19 +457,19 @@ def test_concurrent_sends_all_arrive(smtp_server: ScriptedSmtpServer) -> None:
     results = run(body)
 
     assert [r.outcome for r in results] == [Outcome.SENT] * 50
-    received = smtp_server.messages
+    received = smtp.messages
     assert sorted(r for m in received for r in m.rcpt_tos) == sorted(recipients)
     assert {m.data for m in received} == {message(n) for n in range(50)}
-    assert 1 <= smtp_server.connections <= 4
+    assert 1 <= smtp.connections <= 4
 
 
-def test_non_ascii_address_uses_smtputf8(smtp_server: ScriptedSmtpServer) -> None:
+def test_non_ascii_address_uses_smtputf8(smtp: ScriptedSmtpServer) -> None:
     async def body() -> SendResult:
-        async with pool_for(smtp_server.url) as pool:
+        async with pool_for(smtp.url) as pool:
             return await pool.send(SENDER, "jürgen@bücher.example", message())
 
     assert run(body).outcome is Outcome.SENT
-    assert smtp_server.messages[0].rcpt_tos == ["jürgen@bücher.example"]
+    assert smtp.messages[0].rcpt_tos == ["jürgen@bücher.example"]
 
 
 @pytest.mark.parametrize(
@@ -486,11 +481,11 @@ def test_non_ascii_address_uses_smtputf8(smtp_server: ScriptedSmtpServer) -> Non
     ],
 )
 def test_anything_but_one_bare_address_is_permanent(
-    smtp_server: ScriptedSmtpServer, address: str
+    smtp: ScriptedSmtpServer, address: str
 ) -> None:
     # Never quietly sent to some address found inside: exactly the one named, or none.
     async def body() -> tuple[SendResult, SendResult]:
-        async with pool_for(smtp_server.url, size=1) as pool:
+        async with pool_for(smtp.url, size=1) as pool:
             bad = await pool.send(SENDER, address, message())
             good = await pool.send(SENDER, RECIPIENT, message())
             return bad, good
@@ -500,12 +495,12 @@ def test_anything_but_one_bare_address_is_permanent(
     assert bad.outcome is Outcome.PERMANENT
     assert bad.recipient_refused is False
     assert good.outcome is Outcome.SENT
-    assert [m.rcpt_tos for m in smtp_server.messages] == [[RECIPIENT]]
+    assert [m.rcpt_tos for m in smtp.messages] == [[RECIPIENT]]
 
 
-def test_a_closed_pool_refuses_to_send(smtp_server: ScriptedSmtpServer) -> None:
+def test_a_closed_pool_refuses_to_send(smtp: ScriptedSmtpServer) -> None:
     async def body() -> None:
-        pool = SmtpPool(SmtpSettings.from_url(smtp_server.url), 2)
+        pool = SmtpPool(SmtpSettings.from_url(smtp.url), 2)
         assert (await pool.send(SENDER, RECIPIENT, message())).outcome is Outcome.SENT
         await pool.close()
         await pool.close()  # idempotent
@@ -513,7 +508,7 @@ def test_a_closed_pool_refuses_to_send(smtp_server: ScriptedSmtpServer) -> None:
             await pool.send(SENDER, RECIPIENT, message())
 
     run(body)
-    assert smtp_server.commands[-1] == "QUIT"
+    assert smtp.commands[-1] == "QUIT"
 
 
 # --------------------------------------------------------------------------- others

@@ -24,12 +24,6 @@ RECEIPT = {"order_number": "A-17", "items": [{"qty": 1, "name": "Gitarre", "pric
 
 
 @pytest.fixture
-def smtp():
-    with ScriptedSmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def subscriber(client, auth, make_topic):
     make_topic("news", double_opt_in=False)
     client.post("/api/v1/contacts", json={"email": "fan@example.com", "topics": ["news"]},

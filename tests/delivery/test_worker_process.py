@@ -9,10 +9,9 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from mailer.consent.gate import Category
 from mailer.extensions import db
 from mailer.messages import services as outbox
-from mailer.messages.models import Message
+from mailer.messages.models import Category, Message
 from mailer.messages.services import SendRequest
 from tests.processes import spawn_flask
 from tests.smtp_server import ScriptedSmtpServer

@@ -13,19 +13,12 @@ from mailer.delivery import worker as worker_module
 from mailer.extensions import db
 from mailer.messages.models import Message
 from tests.delivery.helpers import run_worker_until_idle
-from tests.smtp_server import ScriptedSmtpServer
 from tests.sql_events import listening
 
 NEWS = {"headline": "Spring sale", "intro": "Strings half price.",
         "items": [{"name": "Strings", "price": "€5", "url": "https://shop.example/s"}]}
 RECEIPT = {"order_number": "A-17", "items": [{"qty": 1, "name": "Gitarre", "price": "€399"}],
            "total": "€399"}
-
-
-@pytest.fixture
-def smtp():
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

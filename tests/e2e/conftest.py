@@ -12,7 +12,6 @@ from werkzeug.serving import make_server
 
 from tests.conftest import IN_CI
 from tests.delivery.helpers import run_worker_until_idle
-from tests.smtp_server import ScriptedSmtpServer
 
 CHROMIUM = os.environ.get("MAILER_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -69,12 +68,6 @@ def live_url(app) -> Iterator[str]:
         server.shutdown()
         thread.join(5)
         server.server_close()
-
-
-@pytest.fixture
-def smtp() -> Iterator[ScriptedSmtpServer]:
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

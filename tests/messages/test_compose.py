@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.consent.gate import Category
 from mailer.messages import render
 from mailer.messages.compose import Envelope, TopicInfo, compose
 from mailer.messages.mime import build
+from mailer.messages.models import Category
 from mailer.messages.render import DEFAULT_TEMPLATE_DIR, Renderer
 
 TOPIC = TopicInfo(3, "news", "News")

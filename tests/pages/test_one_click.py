@@ -6,8 +6,9 @@ import pytest
 from werkzeug.test import Client
 
 from mailer import addresses
-from mailer.consent.gate import Category, check
+from mailer.consent.gate import check
 from mailer.messages.compose import unsubscribe_token
+from mailer.messages.models import Category
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 

@@ -21,7 +21,6 @@ from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from tests.conftest import key_with
 from tests.referrals import deliver
-from tests.smtp_server import ScriptedSmtpServer
 
 REFERRALS = "/api/v1/referrals"
 BASE_URL = "http://127.0.0.1:5000"
@@ -30,12 +29,6 @@ FRIEND = "bob.friend.zq9@example.org"
 ITEM = {"item_name": "Blue Guitar", "item_url": f"{BASE_URL}/p/blue-guitar"}
 NEWS = {"headline": "Spring sale", "intro": "Strings half price."}
 ACCEPTED = {"status": "accepted"}
-
-
-@pytest.fixture
-def smtp():
-    with ScriptedSmtpServer() as server:
-        yield server
 
 
 def body(**overrides):

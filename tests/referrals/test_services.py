@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from mailer import addresses
-from mailer.consent.gate import Category, Stage
+from mailer.consent.gate import Stage
 from mailer.consent.gate import check as gate_check
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.contacts import services as contacts
@@ -18,7 +18,7 @@ from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.errors import CardNumberRefused, ValidationFailed
 from mailer.extensions import db
-from mailer.messages.models import Message
+from mailer.messages.models import Category, Message
 from mailer.messages.services import SendRequest, accept
 from mailer.referrals import services as referrals
 from mailer.referrals.models import Referral
@@ -26,7 +26,6 @@ from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from tests.delivery.helpers import FAST
 from tests.referrals import deliver
-from tests.smtp_server import ScriptedSmtpServer
 
 SENDER = "ann@example.com"
 FRIEND = "bob.friend@example.org"
@@ -309,12 +308,6 @@ def test_purge_removes_only_rows_no_limit_reads():
 
 
 # --------------------------------------------------------------------- the outbox scrub
-
-@pytest.fixture
-def smtp():
-    with ScriptedSmtpServer() as server:
-        yield server
-
 
 def test_a_sent_referral_keeps_no_plaintext_of_the_friend(app, smtp):
     refer()

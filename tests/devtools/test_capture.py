@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from mailer.delivery.capture import (
+from mailer.delivery.transport import Outcome, SmtpPool
+from mailer.devtools.capture import (
     CaptureServer,
     captured_path,
     list_captured,
     read_captured,
 )
-from mailer.delivery.transport import Outcome, SmtpPool, SmtpSettings
+from mailer.smtp_url import SmtpSettings
 
 MESSAGE = (
     b"From: Music Store <news@shop.example>\r\n"
