@@ -95,7 +95,7 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         test=request.test,
     ))
     decision = gate.check(address_hash, request.category, topic.id if topic else None,
-                          stage=Stage.ACCEPT)
+                          stage=Stage.ACCEPT, template=request.template)
     if not decision.allowed:
         raise RecipientSuppressed(decision.reason or "refused")
     now = utcnow()
