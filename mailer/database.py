@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Connection, DateTime, Engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 
@@ -144,6 +146,14 @@ def truncate_sqlite_wal(engine: Engine, wait_seconds: float = 1.0) -> bool:
         connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         pooled.close()  # back to the pool
     return busy == 0
+
+
+def insert_of_dialect(session: Session, entity: Any) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of `entity` in the dialect of the session's database, for its
+    `on_conflict_do_nothing()` (PostgreSQL and SQLite spell it alike; plain `insert()` has
+    none)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(entity)
 
 
 def enum_check(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:
