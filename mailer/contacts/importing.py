@@ -83,7 +83,6 @@ def import_csv(
                         attributes=attributes,
                         channel=ConsentSource.IMPORT,
                         kind=RequestKind.IMPORTED,
-                        answer_only=True,  # only counted
                     )
             except MailerError as exc:
                 details = [m for messages in exc.fields.values() for m in messages]
