@@ -84,6 +84,11 @@ def create_user(email: str, password: str, role: Role | str = Role.ADMIN) -> Adm
     return user
 
 
+def list_users() -> list[AdminUser]:
+    """Every console user, admins first, then by address."""
+    return list(db.session.scalars(select(AdminUser).order_by(AdminUser.role, AdminUser.email)))
+
+
 def user_by_email(email: str) -> AdminUser | None:
     """The console user with this address (any spelling), or None."""
     try:
@@ -113,6 +118,14 @@ def disable_user(user: AdminUser) -> None:
         user.disabled_at = utcnow()
         db.session.flush()
     end_sessions(user)
+
+
+def password_matches(user: AdminUser, password: str) -> bool:
+    """Whether `password` is the user's (nothing is changed or recorded)."""
+    try:
+        return _hasher.verify(user.password_hash, password[:MAX_PASSWORD_LENGTH + 1])
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def set_password(user: AdminUser, password: str) -> None:

@@ -283,3 +283,59 @@ def test_a_marketer_cannot_revoke_over_http(live_url):
         assert refused.status_code == 403 and "Admins only" in refused.text
     committed()
     assert db.session.get(ApiKey, row.id).revoked_at is None
+
+
+# -- the console: users and passwords ----------------------------------------------------------
+
+def test_an_admin_disables_a_user_in_the_console_and_their_session_ends(live_url, user):
+    admin.create_user("m@shop.example", PASSWORD, Role.MARKETER)
+    db.session.commit()
+    marketer_id = admin.user_by_email("m@shop.example").id
+    with browser(live_url) as ann, browser(live_url) as marketer:
+        assert log_in(marketer, "m@shop.example") == 302 and logged_in(marketer)
+        assert log_in(ann) == 302
+        listing = ann.get("/admin/users")
+        assert listing.status_code == 200 and "m@shop.example" in listing.text
+        # No way to disable oneself from the page.
+        assert ann.get(f"/admin/users/{user.id}/disable").status_code == 302
+        confirm = ann.get(f"/admin/users/{marketer_id}/disable")
+        assert confirm.status_code == 200 and "Disable this user" in confirm.text
+        assert logged_in(marketer)  # asking changes nothing
+        assert ann.post(f"/admin/users/{marketer_id}/disable").status_code == 400  # no CSRF
+        assert logged_in(marketer)
+
+        token = token_of(ann, f"/admin/users/{marketer_id}/disable")
+        done = ann.post(f"/admin/users/{marketer_id}/disable", data={"csrf_token": token})
+        assert done.status_code == 302
+        assert not logged_in(marketer)
+        assert log_in(marketer, "m@shop.example") == 422
+        assert logged_in(ann)
+        # A marketer never reaches the users page.
+    with browser(live_url) as other:
+        admin.create_user("m2@shop.example", PASSWORD, Role.MARKETER)
+        db.session.commit()
+        assert log_in(other, "m2@shop.example") == 302
+        assert other.get("/admin/users").status_code == 403
+
+
+def test_changing_one_s_password_ends_the_other_sessions_and_keeps_this_one(live_url, user):
+    with browser(live_url) as ann:
+        assert log_in(ann) == 302
+        laptop = copy_of(ann, live_url)
+        token = token_of(ann, "/admin/account")
+        wrong = ann.post("/admin/account", data={
+            "csrf_token": token, "current": "not my password at all", "new": NEW_PASSWORD,
+            "again": NEW_PASSWORD})
+        assert wrong.status_code == 422 and "not right" in wrong.text
+        assert logged_in(laptop)
+
+        changed = ann.post("/admin/account", data={
+            "csrf_token": token, "current": PASSWORD, "new": NEW_PASSWORD,
+            "again": NEW_PASSWORD})
+        assert changed.status_code == 302
+        assert logged_in(ann)
+        assert not logged_in(laptop)
+        laptop.close()
+    with browser(live_url) as fresh_browser:
+        assert log_in(fresh_browser, password=PASSWORD) == 422
+        assert log_in(fresh_browser, password=NEW_PASSWORD) == 302
