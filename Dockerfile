@@ -2,7 +2,7 @@
 # with the README's commands (compose.yaml). Dependencies come from requirements.lock, each
 # checked against its hashes. Not built on the project's machines (they reach no registry of
 # base images); tests/test_deployment.py checks it against the README instead.
-FROM python:3.12-slim
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
