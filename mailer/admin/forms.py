@@ -15,7 +15,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, ValidationError
 
 from mailer.card_numbers import holds_card_number
 
@@ -110,3 +110,12 @@ class TemplatePreviewForm(FlaskForm):
 class SuppressionLookupForm(FlaskForm):
     email = EmailField("Email address", validators=[DataRequired("Enter an address."),
                                                     Length(max=254)])
+
+
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField("Current password", validators=[
+        DataRequired("Enter your current password."), Length(max=1024)])
+    new = PasswordField("New password (at least 12 characters)", validators=[
+        DataRequired("Enter a new password."), Length(max=1024)])
+    again = PasswordField("New password again", validators=[
+        DataRequired("Enter the new password again."), EqualTo("new", "The two differ.")])

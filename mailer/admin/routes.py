@@ -112,7 +112,11 @@ def login() -> BaseResponse | tuple[str, int] | str:
 
 @blp.post("/logout")
 def logout() -> BaseResponse:
+    """Log out: every session of the user ends, server-side (a copied cookie too)."""
     if forms.ActionForm().validate_on_submit():
+        services.end_sessions(current_user._get_current_object())
+        db.session.commit()
+        log.info("console logout user_id=%s", current_user.id)
         logout_user()
         _fresh_session()
     return redirect(url_for("admin.login"))
@@ -348,6 +352,9 @@ def suppressions() -> tuple[str, int]:
 
 
 def register(app: Flask) -> None:
+    # Sections in modules of their own add their views to `blp` when imported.
+    from mailer.admin import api_keys, users  # noqa: F401
+
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)
     app.register_blueprint(blp)
