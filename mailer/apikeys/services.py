@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import Connection, bindparam, event, or_, select, update
+from sqlalchemy import bindparam, event, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mailer.apikeys.models import ApiKey
-from mailer.autocommit import run_alone
 from mailer.database import utcnow
 from mailer.errors import NotFound
 from mailer.extensions import db
@@ -111,9 +110,9 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 def _note_use(key_id: int, last_used_at: dt.datetime | None) -> None:
     """Record that the key was used now, unless the stored time is recent enough.
 
-    The write stands alone (its own transaction, run_alone), so a request that fails or
-    only reads still records its key's use; it is the same when run twice (the condition
-    skips a time another process has just written). A failure is logged, never the
+    The write stands alone (its own short transaction on the engine, beside the request's
+    session), so a request that fails or only reads still records its key's use; it is the
+    same when run twice (the condition skips a time another process has just written). A failure is logged, never the
     request's: a key's last use is a help to the operator, not a reason to refuse work.
     """
     now = utcnow()
@@ -127,11 +126,9 @@ def _note_use(key_id: int, last_used_at: dt.datetime | None) -> None:
                             ApiKey.__table__.c.last_used_at < stale))
                  .values(last_used_at=now))
 
-    def write(connection: Connection) -> None:
-        connection.execute(statement)
-
     try:
-        run_alone(write)
+        with db.engine.begin() as connection:
+            connection.execute(statement)
     except DBAPIError:
         log.warning("api key last use not recorded key_id=%s", key_id, exc_info=True)
 
