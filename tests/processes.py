@@ -19,6 +19,7 @@ def flask_env(app: Flask, **extra: str) -> dict[str, str]:
     env.update(
         MAILER_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
         MAILER_SECRET_KEYS=",".join(app.config["MAILER_SECRET_KEYS"]),
+        MAILER_ADDRESS_HASH_KEY=app.config["MAILER_ADDRESS_HASH_KEY"],
         MAILER_ENV="development",
         MAILER_FROM=app.config["MAILER_FROM"],
         MAILER_POSTAL_ADDRESS=app.config["MAILER_POSTAL_ADDRESS"],
@@ -56,6 +57,7 @@ from mailer import create_app
 config = TestConfig.from_env({})
 config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
 config.MAILER_SECRET_KEYS = ["rate-limit-test"]
+config.MAILER_ADDRESS_HASH_KEY = "rate-limit-test-address-hash-key"
 config.MAILER_RATELIMIT_ENABLED = True
 """
 
