@@ -109,6 +109,11 @@ def configure(app: Flask) -> None:
     root.setLevel(app.config.get("MAILER_LOG_LEVEL", "INFO"))
 
 
+def service_logging_configured() -> bool:
+    """True once configure() has set up the root logger in this process."""
+    return any(isinstance(h, _ServiceHandler) for h in logging.getLogger().handlers)
+
+
 def _start_request() -> None:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = given if _GIVEN_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
