@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,20 @@ def test_the_web_entry_point_refuses_too(app):
                                                   "MAILER_BASE_URL": "http://x.example"}),
                             capture_output=True, text=True, timeout=120)
     _refused_in_one_line(result, "MAILER_BASE_URL")
+
+
+def test_gunicorn_stops_instead_of_serving_an_unsafe_production_setting(app):
+    """Under gunicorn the worker exits 4, gunicorn's "App failed to load", and the master
+    stops (2 would have it restart workers that can never start)."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "-w", "1", "-b", "127.0.0.1:0", "wsgi:app"], cwd=ROOT,
+        env=flask_env(app, **{**SAFE_PRODUCTION, "MAILER_SMTP_URL": "smtp://relay:25?verify=0"}),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 4, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("mailer:")]
+    assert len(ours) == 1 and "MAILER_SMTP_URL" in ours[0] and "?verify=0" in ours[0]
+    assert "Traceback" not in result.stderr
 
 
 def test_mailer_dev_refuses_production_and_a_non_loopback_host(app):
