@@ -418,6 +418,9 @@ class Config:
                                            "json" if cls.ENV_NAME == "production" else "text")
         config.MAILER_TRUSTED_PROXIES = _int(env, "MAILER_TRUSTED_PROXIES", 0, minimum=0)
         config.MAILER_METRICS_TOKEN = _text(env, "MAILER_METRICS_TOKEN")
+        # prometheus_client's multiprocess mode writes there at the first count: a missing
+        # directory would fail that request (or delivery) instead of the start.
+        _directory(env, "PROMETHEUS_MULTIPROC_DIR")
         return config
 
 

@@ -210,6 +210,7 @@ BAD_VALUES = [
     ("MAILER_ADDRESS_HASH_KEY", "hex:abc", "MAILER_ADDRESS_HASH_KEY"),
     ("MAILER_ADDRESS_HASH_KEY", "hex:" + "zz" * 32, "MAILER_ADDRESS_HASH_KEY"),
     ("MAILER_METRICS_TOKEN", "a\nb", "MAILER_METRICS_TOKEN"),
+    ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics", "PROMETHEUS_MULTIPROC_DIR"),
     ("MAILER_ENV", "prod", "MAILER_ENV"),
     ("MAILER_BASE_URL", "notaurl", "MAILER_BASE_URL"),
     ("MAILER_BASE_URL", "ftp://shop.example", "MAILER_BASE_URL"),
