@@ -107,16 +107,15 @@ def address_hash_key() -> bytes:
     the key's bytes: the form `mailer legacy-address-hash-key` prints for an install whose
     key was once derived from its first signing key.
     """
+    explicit = current_app.config.get("MAILER_ADDRESS_HASH_KEY")
+    if explicit:
+        return key_bytes(explicit)
     cached = current_app.extensions.get("mailer.address_hash_key")
     if cached is None:
-        explicit = current_app.config.get("MAILER_ADDRESS_HASH_KEY")
-        if explicit:
-            cached = key_bytes(explicit)
-        else:
-            from mailer.installation import development_address_hash_key
+        from mailer.installation import development_address_hash_key
 
-            cached = key_bytes(development_address_hash_key(
-                current_app._get_current_object()))  # type: ignore[attr-defined]
+        cached = key_bytes(development_address_hash_key(
+            current_app._get_current_object()))  # type: ignore[attr-defined]
         current_app.extensions["mailer.address_hash_key"] = cached
     return cached
 
