@@ -326,9 +326,7 @@ class Config:
     MAX_CONTENT_LENGTH = 1024 * 1024  # API bodies over 1 MB get 413.
     JSON_SORT_KEYS = False
     SQLALCHEMY_TRACK_MODIFICATIONS = False
-    # hide_parameters: a database error's message (logged, and perhaps shown to an operator)
-    # carries no bound value, which may be an address or a token.
-    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = {"pool_pre_ping": True}
 
     API_TITLE = "mailer"
     API_VERSION = "v1"

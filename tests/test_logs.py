@@ -149,3 +149,10 @@ def test_text_logs_carry_the_ids_too(app, client, caplog):
     line = TextFormatter().format(record)
     assert "GET /healthz 200" in line
     assert f"request_id={response.headers['X-Request-ID']}" in line
+
+
+def test_every_engine_hides_bound_values_from_its_errors(app):
+    """Binds too (Flask-SQLAlchemy gives them only the extension's own engine options)."""
+    from mailer.extensions import db
+
+    assert db.engines and all(engine.hide_parameters for engine in db.engines.values())
