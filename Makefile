@@ -53,7 +53,7 @@ $(VENV)/.tools: setup.cfg | $(BIN)/activate
 	touch $@
 
 lock: $(VENV)/.tools
-	$(BIN)/uv pip compile setup.cfg --extra redis --universal --python-version 3.11 \
+	$(BIN)/uv pip compile setup.cfg --universal --python-version 3.11 \
 	  --generate-hashes --no-header --quiet -o $(LOCK)
 	@sed -i '1i # The deployment\x27s dependencies, pinned with hashes: `make lock` remakes it from\n# setup.cfg (uv pip compile --generate-hashes). Install with\n# pip install --require-hashes -r requirements.lock' $(LOCK)
 

@@ -20,6 +20,10 @@ from mailer.flags import parse_flag
 
 DEFAULT_BASE_URL = "http://127.0.0.1:5000"
 DEV_SMTP_URL = "smtp://127.0.0.1:8025"
+# Shortest signing key and address-hash key production accepts: 32 characters of a random
+# key (as `secrets.token_urlsafe(32)` makes) are out of reach of a brute-force search.
+MIN_KEY_LENGTH = 32
+LOG_FORMATS = ("json", "text")
 
 
 class ConfigError(ValueError):
@@ -238,6 +242,69 @@ def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _address_hash_key(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip() or None
+    # `hex:` + the key's bytes is the form the legacy-address-hash-key command prints.
+    if value is not None and value.startswith("hex:"):
+        digits = value[4:]
+        if not digits or len(digits) % 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise ConfigError(f"{name} starts with 'hex:' but the rest is no even number of "
+                              f"hex digits")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def refuse_unsafe_production(config: Config, env: Mapping[str, str]) -> None:
+    """Raise ConfigError, naming the setting, for the first setting production must not run
+    with (the contract's list, and nothing else: other doubtful choices only get a warning,
+    see mailer.logs.warn_doubtful_settings).
+
+    `env` is the raw environment: an unset MAILER_SMTP_URL must be told apart from the
+    development default it would otherwise fall back to.
+    """
+    from mailer.delivery.transport import SmtpSettings
+
+    keys = config.MAILER_SECRET_KEYS
+    if not keys:
+        raise ConfigError("MAILER_SECRET_KEYS must be set in production (comma-separated).")
+    for position, key in enumerate(keys, start=1):
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(f"MAILER_SECRET_KEYS: key {position} of {len(keys)} has "
+                              f"{len(key)} characters; production needs at least "
+                              f"{MIN_KEY_LENGTH} in every signing key")
+    hash_key = config.MAILER_ADDRESS_HASH_KEY or ""
+    if len(hash_key) < MIN_KEY_LENGTH:
+        what = "is not set" if not hash_key else f"has {len(hash_key)} characters"
+        raise ConfigError(f"MAILER_ADDRESS_HASH_KEY {what}; production needs a key of at least "
+                          f"{MIN_KEY_LENGTH} characters (an install from before this setting "
+                          f"prints its key with `MAILER_ENV=development flask --app wsgi mailer "
+                          f"legacy-address-hash-key`; README, Deploying)")
+    if not config.MAILER_BASE_URL.lower().startswith("https://"):
+        raise ConfigError("MAILER_BASE_URL must be an https:// URL in production (every link "
+                          "in a mail and the console's cookies depend on it)")
+    if not (env.get("MAILER_SMTP_URL") or "").strip():
+        raise ConfigError("MAILER_SMTP_URL must be set in production (the default is the "
+                          "development capture server)")
+    url = config.MAILER_SMTP_URL
+    if url.split(":", 1)[0].lower() in ("smtp", "smtps"):
+        smtp = SmtpSettings.from_url(url)
+        if smtp.username and smtp.password and not (smtp.implicit_tls or smtp.starttls):
+            raise ConfigError("MAILER_SMTP_URL sends a user and password without TLS; use "
+                              "smtps:// or add ?starttls=1 in production")
+        if not smtp.verify_certs:
+            raise ConfigError("MAILER_SMTP_URL has ?verify=0; production verifies the relay's "
+                              "certificate")
+    for name in ("MAILER_FROM", "MAILER_POSTAL_ADDRESS"):
+        if not getattr(config, name):
+            raise ConfigError(f"{name} must be set in production")
+
+
 class Config:
     """Settings shared by every environment; see the README for each variable."""
 
@@ -283,6 +350,9 @@ class Config:
     MAILER_RATELIMIT_STORAGE_URL = "memory://"
     MAILER_PAGE_RATE_LIMIT = "10 per minute; 100 per day"
     MAILER_LOG_LEVEL = "INFO"
+    MAILER_LOG_FORMAT = "text"
+    MAILER_TRUSTED_PROXIES = 0
+    MAILER_METRICS_TOKEN: str | None = None
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
 
     @classmethod
@@ -294,7 +364,7 @@ class Config:
         config.MAILER_SECRET_KEYS = [
             key.strip() for key in env.get("MAILER_SECRET_KEYS", "").split(",") if key.strip()
         ]
-        config.MAILER_ADDRESS_HASH_KEY = env.get("MAILER_ADDRESS_HASH_KEY") or None
+        config.MAILER_ADDRESS_HASH_KEY = _address_hash_key(env, "MAILER_ADDRESS_HASH_KEY")
         config.MAILER_BASE_URL = _origin_url(env, "MAILER_BASE_URL", DEFAULT_BASE_URL)
         config.MAILER_SMTP_URL = _smtp_url(env, "MAILER_SMTP_URL", DEV_SMTP_URL)
         config.MAILER_FROM = _from_address(env, "MAILER_FROM")
@@ -331,6 +401,13 @@ class Config:
         config.MAILER_PAGE_RATE_LIMIT = _rate_limit(env, "MAILER_PAGE_RATE_LIMIT",
                                                     "10 per minute; 100 per day")
         config.MAILER_LOG_LEVEL = _log_level(env, "MAILER_LOG_LEVEL", "INFO")
+        config.MAILER_LOG_FORMAT = _choice(env, "MAILER_LOG_FORMAT", LOG_FORMATS,
+                                           "json" if cls.ENV_NAME == "production" else "text")
+        config.MAILER_TRUSTED_PROXIES = _int(env, "MAILER_TRUSTED_PROXIES", 0, minimum=0)
+        config.MAILER_METRICS_TOKEN = _text(env, "MAILER_METRICS_TOKEN")
+        # prometheus_client's multiprocess mode writes there at the first count: a missing
+        # directory would fail that request (or delivery) instead of the start.
+        _directory(env, "PROMETHEUS_MULTIPROC_DIR")
         return config
 
 
@@ -351,9 +428,16 @@ class DevelopmentConfig(Config):
 
 
 class ProductionConfig(Config):
-    """Refuses to start without explicit secret keys (see mailer.settings.check)."""
+    """Refuses to start with an unsafe setting (see refuse_unsafe_production)."""
 
     ENV_NAME = "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        config = super().from_env(env)
+        refuse_unsafe_production(config, env)
+        return config
 
 
 class TestConfig(Config):

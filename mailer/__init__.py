@@ -11,14 +11,16 @@ from flask import Flask
 def create_app(config: Any = None) -> Flask:
     """Build the WSGI application from a configuration object (default: the environment)."""
     from config import config_from_env
-    from mailer import cli, errors, health, settings
+    from mailer import cli, errors, health, logs, metrics, settings
     from mailer.api import register_api
     from mailer.extensions import csrf, db, limiter, login_manager, migrate
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_object(config if config is not None else config_from_env())
     settings.resolve(app)
-    logging.basicConfig(level=app.config.get("MAILER_LOG_LEVEL", "INFO"))
+    logs.init_app(app)  # first: every later hook's lines carry the request id
+    logs.warn_doubtful_settings(app)
+    _trust_proxies(app)
 
     import mailer.models  # noqa: F401  (registers every table before the mappers configure)
 
@@ -42,6 +44,7 @@ def create_app(config: Any = None) -> Flask:
     errors.register_error_handlers(app)
     cli.register(app)
     health.register(app)
+    metrics.register(app)
     from mailer import installation
 
     installation.register(app)
@@ -56,6 +59,17 @@ def create_app(config: Any = None) -> Flask:
     mailbox.register(app)
     _init_dkim(app)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind MAILER_TRUSTED_PROXIES reverse proxies, take the client's address and scheme from
+    the X-Forwarded-For/-Proto they add (werkzeug's ProxyFix), so per-client limits key on the
+    real client; with 0 (the default) those headers are ignored, as anyone can send them."""
+    hops = int(app.config.get("MAILER_TRUSTED_PROXIES") or 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
 def _migrations_dir() -> str:

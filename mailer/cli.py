@@ -190,6 +190,39 @@ def worker() -> None:
     raise SystemExit(run_worker(current_app._get_current_object()))  # type: ignore[attr-defined]
 
 
+@mailer_cli.command("legacy-address-hash-key")
+def legacy_address_hash_key() -> None:
+    """Print the address-hash key an install from before MAILER_ADDRESS_HASH_KEY used (derived
+    from the first signing key), to set once as MAILER_ADDRESS_HASH_KEY.
+
+    Only when this database was set up with that key: otherwise it prints nothing and exits 1,
+    since the printed value would lose every suppression.
+    """
+    from mailer import installation, settings
+
+    if not installation.is_legacy_install(current_app._get_current_object()):  # type: ignore[attr-defined]
+        click.echo("mailer: this database was not set up with a key derived from the first "
+                   "key of MAILER_SECRET_KEYS (or it is new); nothing to carry over.", err=True)
+        raise SystemExit(1)
+    click.echo("Set this once, and keep it as long as the database (README, Deploying):",
+               err=True)
+    click.echo(settings.legacy_address_hash_key(current_app.config["MAILER_SECRET_KEYS"][0]))
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @mailer_cli.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -199,6 +232,16 @@ def dev(host: str, port: int, smtp_port: int) -> None:
     """Web, worker and a capture SMTP server in one process, for a first look."""
     from mailer.devtools.server import serve
 
+    # /dev/mail has no login and lists every confirmation link: this machine only, never
+    # a production install.
+    if current_app.config.get("ENV_NAME") == "production":
+        click.echo("mailer: configuration error: MAILER_ENV is production; `mailer dev` is for "
+                   "a first look only (run gunicorn and `mailer worker`)", err=True)
+        raise SystemExit(2)
+    if not _loopback(host):
+        click.echo(f"mailer: `mailer dev --host {host}` refused: its /dev/mail page has no "
+                   f"login; use 127.0.0.1, localhost or ::1", err=True)
+        raise SystemExit(2)
     _check_installation()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"mailer: http://{host}:{port}/ (API /api/v1, captured mail /dev/mail/)")

@@ -190,7 +190,10 @@ def handle_unexpected(error: Exception) -> Response | tuple[str, int]:
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
     incident = uuid.uuid4().hex[:12]
-    log.exception("unhandled error incident=%s path=%s", incident, request.path)
+    # The route's rule, not the path: a path may hold an address or a token.
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    log.exception("unhandled error incident=%s route=%s", incident, rule,
+                  extra={"event": "unhandled_error", "incident": incident})
     message = f"Something went wrong on our side (incident {incident})."
     if _wants_json():
         return envelope(500, "internal_error", message)

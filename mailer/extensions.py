@@ -87,7 +87,9 @@ class MailerLimiter(Limiter):
         super()._check_request_limit(callable_name, in_middleware)
 
 
-db = SQLAlchemy(model_class=Base)
+# Every engine (binds too) hides bound values from its errors: a database error's message,
+# logged and perhaps shown to an operator, then holds no address or token.
+db = SQLAlchemy(model_class=Base, engine_options={"hide_parameters": True})
 migrate = Migrate()
 api = MailerApi()
 csrf = CSRFProtect()

@@ -1,19 +1,22 @@
 """Facts about this installation kept in its database: the address-hash key's fingerprint.
 
 Suppressions exist only as HMAC of addresses under the address-hash key
-(mailer.settings.address_hash_key). A different key (the first key of MAILER_SECRET_KEYS
-dropped, or MAILER_ADDRESS_HASH_KEY set or changed on an existing install) would silently
-forget every one of them. So the first process to use the database stores a fingerprint of
-the key (an HMAC of a fixed label under the key, never the key), and every process compares
-its own key with it once, before its first use of addresses: the web app at its first
-request, the worker, `mailer dev` and `mailer import` at start. A mismatch refuses to run.
+(mailer.settings.address_hash_key). A different key (MAILER_ADDRESS_HASH_KEY changed, or
+the instance/ file of a development install lost) would silently forget every one of them.
+So the first process to use the database stores a fingerprint of the key (an HMAC of a fixed
+label under the key, never the key), and every process compares its own key with it once,
+before its first use of addresses: the web app at its first request, the worker, `mailer
+dev` and `mailer import` at start. A mismatch refuses to run.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import os
+import secrets
 from hashlib import sha256
+from pathlib import Path
 
 from flask import Flask, current_app
 from sqlalchemy import String, inspect, select
@@ -22,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.errors import MailerError
 from mailer.extensions import db
-from mailer.settings import SettingsError, address_hash_key
+from mailer.settings import SettingsError, address_hash_key, key_bytes, legacy_address_hash_key
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ ADDRESS_HASH_KEY_FINGERPRINT = "address_hash_key_fingerprint"
 _FINGERPRINT_LABEL = b"mailer/installation/address-hash-key-fingerprint/v1"
 # app.extensions entry: True once checked; the error when the check failed.
 _CHECKED = "mailer.installation_checked"
+# The development key's file in instance/, beside the signing keys' file.
+ADDRESS_HASH_KEY_FILE = "address_hash_key"
 
 
 class Installation(db.Model):
@@ -48,10 +53,11 @@ class AddressHashKeyChanged(SettingsError):
     def __init__(self) -> None:
         super().__init__(
             "the address-hash key is not the one this database was set up with, so every "
-            "suppression (bounced, complained, erased, ...) would be forgotten: the first key "
-            "of MAILER_SECRET_KEYS was removed or changed, or MAILER_ADDRESS_HASH_KEY was set "
-            "or changed. Put the old first key back at the front of MAILER_SECRET_KEYS, or "
-            "set MAILER_ADDRESS_HASH_KEY back to its old value (see README, Settings)."
+            "suppression (bounced, complained, erased, ...) would be forgotten: "
+            "MAILER_ADDRESS_HASH_KEY was set or changed, or instance/address_hash_key was "
+            "lost. Set MAILER_ADDRESS_HASH_KEY back to its old value; an install from before "
+            "that setting gets it from `flask --app wsgi mailer legacy-address-hash-key` "
+            "(see README, Deploying)."
         )
 
 
@@ -115,6 +121,52 @@ def _stored_or_record(expected: str) -> str | None:
         with db.engine.connect() as connection:
             stored = connection.scalar(query)
     return stored
+
+
+def stored_fingerprint() -> str | None:
+    """The fingerprint this database was set up with; None before its first use or its
+    migration. Needs an app context."""
+    table = Installation.__table__
+    with db.engine.connect() as connection:
+        if not inspect(connection).has_table(table.name):
+            return None
+        return connection.scalar(
+            select(table.c.value).where(table.c.name == ADDRESS_HASH_KEY_FINGERPRINT))
+
+
+def is_legacy_install(app: Flask) -> bool:
+    """True when this database's fingerprint is that of the key installs before
+    MAILER_ADDRESS_HASH_KEY derived from their first signing key."""
+    stored = stored_fingerprint()
+    legacy = legacy_address_hash_key(app.config["MAILER_SECRET_KEYS"][0])
+    return stored is not None and hmac.compare_digest(stored, fingerprint(key_bytes(legacy)))
+
+
+def development_address_hash_key(app: Flask) -> str:
+    """The address-hash key kept in instance/ when MAILER_ADDRESS_HASH_KEY is unset
+    (development and tests; production refuses to start without the setting).
+
+    Made once: for a database set up before the setting existed (its fingerprint is the
+    derived key's), the file is written with that derived key, so its suppressions stay;
+    otherwise with a new random key. Needs an app context.
+    """
+    path = Path(app.instance_path) / ADDRESS_HASH_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        legacy = is_legacy_install(app)
+        value = (legacy_address_hash_key(app.config["MAILER_SECRET_KEYS"][0]) if legacy
+                 else secrets.token_urlsafe(48))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process of this checkout wrote it first: use theirs
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(value + "\n")
+            if legacy:
+                log.warning("address-hash key: this database's key was derived from the "
+                            "first signing key; it is now kept in %s", path)
+    return path.read_text().strip()
 
 
 def forget_check(app: Flask) -> None:

@@ -6,8 +6,12 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from mailer.logs import service_logging_configured
+
 config = context.config
-if config.config_file_name is not None:
+# The app's logging (MAILER_LOG_FORMAT, see mailer.logs) stays when the app set it up: the
+# migration's lines are then JSON too, and the process's later lines keep their format.
+if config.config_file_name is not None and not service_logging_configured():
     # Keep the application's loggers: Alembic's default would silence them.
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")

@@ -25,6 +25,7 @@ from tests.smtp_server import ScriptedSmtpServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_SECRET_KEYS = ["test-secret-old", "test-secret-new"]
+TEST_ADDRESS_HASH_KEY = "test-address-hash-key"
 
 
 def database_url(tmp_dir: str) -> str:
@@ -37,6 +38,7 @@ def config_for_tests(url: str) -> TestConfig:
     config = TestConfig.from_env({})
     config.MAILER_DATABASE_URL = url
     config.MAILER_SECRET_KEYS = list(TEST_SECRET_KEYS)
+    config.MAILER_ADDRESS_HASH_KEY = TEST_ADDRESS_HASH_KEY
     config.MAILER_RATELIMIT_ENABLED = False
     config.MAILER_POSTAL_ADDRESS = "Music Store, 1 High Street, 12345 Town"
     config.MAILER_FROM = "Music Store <news@shop.example>"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from flask import Flask
@@ -19,6 +20,7 @@ def flask_env(app: Flask, **extra: str) -> dict[str, str]:
     env.update(
         MAILER_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
         MAILER_SECRET_KEYS=",".join(app.config["MAILER_SECRET_KEYS"]),
+        MAILER_ADDRESS_HASH_KEY=app.config["MAILER_ADDRESS_HASH_KEY"],
         MAILER_ENV="development",
         MAILER_FROM=app.config["MAILER_FROM"],
         MAILER_POSTAL_ADDRESS=app.config["MAILER_POSTAL_ADDRESS"],
@@ -37,13 +39,33 @@ def run_flask(app: Flask, *args: str, stdin: str | None = None,
     )
 
 
-def spawn_flask(app: Flask, *args: str, **extra: str) -> subprocess.Popen[str]:
+class FlaskProcess(subprocess.Popen):  # type: ignore[type-arg]
+    """A long-running command whose output (standard output and error together) goes to a
+    temporary file, not a pipe: a worker logs a line per delivery, and a pipe nobody reads
+    until the end would fill up (64 KiB) and stall it mid-send. `communicate()` waits for the
+    exit, answers with the whole output and closes the file; `stdout` is that file (the
+    caller closes it when it does not call `communicate()`)."""
+
+    def __init__(self, args: list[str], **kwargs: object) -> None:
+        output = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115
+        super().__init__(args, stdout=output, stderr=subprocess.STDOUT, text=True,
+                         **kwargs)  # type: ignore[call-overload]
+        self.stdout = output
+
+    def communicate(self, input: str | None = None,
+                    timeout: float | None = None) -> tuple[str, None]:
+        self.wait(timeout)
+        if self.stdout is None or self.stdout.closed:
+            return "", None
+        with self.stdout:
+            self.stdout.seek(0)
+            return self.stdout.read(), None
+
+
+def spawn_flask(app: Flask, *args: str, **extra: str) -> FlaskProcess:
     """Start a long-running command (a worker); the caller stops it."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
-        cwd=ROOT, env=flask_env(app, **extra), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )
+    return FlaskProcess([sys.executable, "-m", "flask", "--app", "wsgi", *args],
+                        cwd=ROOT, env=flask_env(app, **extra))
 
 
 # The start of a script for run_with_limits: the suite's config with Flask-Limiter on and a
@@ -56,6 +78,7 @@ from mailer import create_app
 config = TestConfig.from_env({})
 config.MAILER_DATABASE_URL = "sqlite:///" + sys.argv[1]
 config.MAILER_SECRET_KEYS = ["rate-limit-test"]
+config.MAILER_ADDRESS_HASH_KEY = "rate-limit-test-address-hash-key"
 config.MAILER_RATELIMIT_ENABLED = True
 """
 

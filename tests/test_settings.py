@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,10 +43,139 @@ def test_a_wrong_number_names_its_variable():
 
 
 def test_production_refuses_to_start_without_secret_keys(tmp_path):
-    config = config_from_env({"MAILER_ENV": "production",
+    with pytest.raises(ConfigError, match="MAILER_SECRET_KEYS"):
+        config_from_env({**SAFE_PRODUCTION, "MAILER_SECRET_KEYS": "",
+                         "MAILER_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+
+
+# ------------------------------------------------------------------ production refusals
+
+# Every setting production needs, each safe: the start of every refusal case below.
+SAFE_PRODUCTION = {
+    "MAILER_ENV": "production",
+    "MAILER_SECRET_KEYS": "o" * 32 + "," + "n" * 40,
+    "MAILER_ADDRESS_HASH_KEY": "h" * 32,
+    "MAILER_BASE_URL": "https://news.shop.example",
+    "MAILER_SMTP_URL": "smtp://mailer:secret@relay.shop.example:587?starttls=1",
+    "MAILER_FROM": "Shop <news@shop.example>",
+    "MAILER_POSTAL_ADDRESS": "Shop, 1 High Street, Town",
+}
+
+# (what changes in SAFE_PRODUCTION, the setting the one line must name): the contract's list.
+PRODUCTION_REFUSALS = [
+    ({"MAILER_SECRET_KEYS": ""}, "MAILER_SECRET_KEYS"),
+    ({"MAILER_SECRET_KEYS": "k"}, "MAILER_SECRET_KEYS"),
+    ({"MAILER_SECRET_KEYS": "o" * 32 + "," + "n" * 31}, "MAILER_SECRET_KEYS"),
+    ({"MAILER_ADDRESS_HASH_KEY": ""}, "MAILER_ADDRESS_HASH_KEY"),
+    ({"MAILER_ADDRESS_HASH_KEY": "h" * 31}, "MAILER_ADDRESS_HASH_KEY"),
+    ({"MAILER_BASE_URL": ""}, "MAILER_BASE_URL"),
+    ({"MAILER_BASE_URL": "http://news.shop.example"}, "MAILER_BASE_URL"),
+    ({"MAILER_SMTP_URL": ""}, "MAILER_SMTP_URL"),
+    ({"MAILER_SMTP_URL": "smtp://mailer:secret@relay.shop.example:587"}, "MAILER_SMTP_URL"),
+    ({"MAILER_SMTP_URL": "smtps://mailer:secret@relay.shop.example?verify=0"},
+     "MAILER_SMTP_URL"),
+    ({"MAILER_SMTP_URL": "smtp://relay.shop.example:25?verify=0"}, "MAILER_SMTP_URL"),
+    ({"MAILER_FROM": ""}, "MAILER_FROM"),
+    ({"MAILER_POSTAL_ADDRESS": ""}, "MAILER_POSTAL_ADDRESS"),
+]
+
+
+@pytest.mark.parametrize(("change", "named"), PRODUCTION_REFUSALS)
+def test_production_refuses_an_unsafe_setting_in_one_line_naming_it(change, named):
+    with pytest.raises(ConfigError) as caught:
+        config_from_env({**SAFE_PRODUCTION, **change})
+    message = str(caught.value)
+    assert named in message and "\n" not in message
+    # Development takes the same value (with its own placeholders where one is unset).
+    config_from_env({**SAFE_PRODUCTION, **change, "MAILER_ENV": "development"})
+
+
+@pytest.mark.parametrize("smtp", [
+    "smtps://mailer:secret@relay.shop.example",  # implicit TLS
+    "smtp://mailer:secret@relay.shop.example:587?starttls=1",
+    "smtp://relay.internal:25",  # no credentials to protect: a relay that trusts the host
+])
+def test_production_starts_with_safe_settings_and_warns_about_doubtful_ones(
+        smtp, tmp_path, caplog):
+    config = config_from_env({**SAFE_PRODUCTION, "MAILER_SMTP_URL": smtp,
                               "MAILER_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
-    with pytest.raises(SettingsError, match="MAILER_SECRET_KEYS"):
+    with caplog.at_level("WARNING"):
+        app = create_app(config)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # SQLite and memory:// limits are doubtful, not refused.
+    assert any("SQLite" in w for w in warnings), warnings
+    assert any("MAILER_RATELIMIT_STORAGE_URL" in w for w in warnings), warnings
+    assert app.config["MAILER_LOG_FORMAT"] == "json"
+
+
+def test_production_with_redis_limits_does_not_warn_about_them(tmp_path, caplog):
+    config = config_from_env({**SAFE_PRODUCTION,
+                              "MAILER_RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0",
+                              "MAILER_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    with caplog.at_level("WARNING"):
         create_app(config)
+    assert not any("MAILER_RATELIMIT_STORAGE_URL" in r.getMessage() for r in caplog.records)
+
+
+def _refused_in_one_line(result: subprocess.CompletedProcess[str], named: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mailer: configuration error: ") and named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("change", "named"), PRODUCTION_REFUSALS)
+def test_every_cli_command_refuses_unsafe_production_settings(app, change, named):
+    result = run_flask(app, "mailer", "create-api-key", "shop", **{**SAFE_PRODUCTION, **change})
+    _refused_in_one_line(result, named)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [("mailer", "worker"), ("mailer", "dev"),
+                                     ("mailer", "import", "x.csv", "--topic", "t",
+                                      "--source", "s"),
+                                     ("db", "upgrade")])
+def test_the_worker_dev_import_and_migrations_refuse_too(app, command):
+    result = run_flask(app, *command, **{**SAFE_PRODUCTION, "MAILER_SMTP_URL": ""})
+    _refused_in_one_line(result, "MAILER_SMTP_URL")
+
+
+def test_the_web_entry_point_refuses_too(app):
+    result = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=ROOT,
+                            env=flask_env(app, **{**SAFE_PRODUCTION,
+                                                  "MAILER_BASE_URL": "http://x.example"}),
+                            capture_output=True, text=True, timeout=120)
+    _refused_in_one_line(result, "MAILER_BASE_URL")
+
+
+def test_gunicorn_stops_instead_of_serving_an_unsafe_production_setting(app):
+    """Under gunicorn the worker exits 4, gunicorn's "App failed to load", and the master
+    stops (2 would have it restart workers that can never start)."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run(
+        [str(gunicorn), "-w", "1", "-b", "127.0.0.1:0", "wsgi:app"], cwd=ROOT,
+        env=flask_env(app, **{**SAFE_PRODUCTION, "MAILER_SMTP_URL": "smtp://relay:25?verify=0"}),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 4, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("mailer:")]
+    assert len(ours) == 1 and "MAILER_SMTP_URL" in ours[0] and "?verify=0" in ours[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_mailer_dev_refuses_production_and_a_non_loopback_host(app):
+    safe = {**SAFE_PRODUCTION,
+            "MAILER_DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"]}
+    production = run_flask(app, "mailer", "dev", **safe)
+    # Production's start-up warnings (SQLite, memory:// limits) come first, as JSON lines.
+    assert production.returncode == 2, production.stderr
+    last = production.stderr.strip().splitlines()[-1]
+    assert last.startswith("mailer: configuration error: MAILER_ENV is production")
+    for host in ("0.0.0.0", "192.0.2.10", "::"):
+        exposed = run_flask(app, "mailer", "dev", "--host", host)
+        assert exposed.returncode == 2, exposed.stderr
+        assert "/dev/mail" in exposed.stderr and "Traceback" not in exposed.stderr
 
 
 def test_development_generates_a_key_once_into_the_instance_folder(tmp_path, monkeypatch):
@@ -74,6 +204,13 @@ def test_brand_colour_must_be_a_plain_hex_colour(colour):
 # Every setting of the README's table with values that must be refused: (variable, value,
 # words the one-line message must hold).
 BAD_VALUES = [
+    ("MAILER_LOG_FORMAT", "xml", "MAILER_LOG_FORMAT"),
+    ("MAILER_TRUSTED_PROXIES", "-1", "MAILER_TRUSTED_PROXIES"),
+    ("MAILER_TRUSTED_PROXIES", "two", "MAILER_TRUSTED_PROXIES"),
+    ("MAILER_ADDRESS_HASH_KEY", "hex:abc", "MAILER_ADDRESS_HASH_KEY"),
+    ("MAILER_ADDRESS_HASH_KEY", "hex:" + "zz" * 32, "MAILER_ADDRESS_HASH_KEY"),
+    ("MAILER_METRICS_TOKEN", "a\nb", "MAILER_METRICS_TOKEN"),
+    ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics", "PROMETHEUS_MULTIPROC_DIR"),
     ("MAILER_ENV", "prod", "MAILER_ENV"),
     ("MAILER_BASE_URL", "notaurl", "MAILER_BASE_URL"),
     ("MAILER_BASE_URL", "ftp://shop.example", "MAILER_BASE_URL"),
@@ -158,12 +295,18 @@ GOOD_VALUES = [
     ("MAILER_DATABASE_URL", "postgresql://u@h/db"),
     ("MAILER_SECRET_KEYS", "a,b"),
     ("MAILER_ADDRESS_HASH_KEY", "pinned"),
+    ("MAILER_ADDRESS_HASH_KEY", "hex:" + "ab" * 32),
+    ("MAILER_LOG_FORMAT", "JSON"),
+    ("MAILER_TRUSTED_PROXIES", "2"),
+    ("MAILER_METRICS_TOKEN", "scrape-me"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value"), GOOD_VALUES)
 def test_a_valid_value_keeps_working(name, value):
-    config_from_env({name: value})
+    # Production's own refusals need every other setting safe.
+    base = SAFE_PRODUCTION if value.lower() == "production" else {}
+    config_from_env({**base, name: value})
 
 
 def test_a_redis_storage_needs_its_client_library():
@@ -178,10 +321,11 @@ def test_a_redis_storage_needs_its_client_library():
             config_from_env(env)
 
 
-@pytest.mark.parametrize("env", ["development", "production", "test"])
+@pytest.mark.parametrize("env", ["development", "test"])
 def test_every_environment_starts_with_its_defaults(env, tmp_path):
     config = config_from_env({"MAILER_ENV": env})
     assert config.MAILER_BASE_URL == "http://127.0.0.1:5000"
+    assert config.MAILER_LOG_FORMAT == "text" and config.MAILER_TRUSTED_PROXIES == 0
     assert config.MAILER_PAGE_RATE_LIMIT == "10 per minute; 100 per day"
     # The test configuration the suite itself runs on.
     config_for_tests(f"sqlite:///{tmp_path}/x.db")

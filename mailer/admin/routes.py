@@ -45,6 +45,9 @@ blp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PUBLIC_ENDPOINTS = frozenset({"admin.login"})
 LOGIN_RATE_LIMIT = "5 per minute"
+# Failed logins for one account, from any number of clients: guessing one admin's password
+# from many addresses is slowed down, and only that account waits.
+ACCOUNT_LOGIN_RATE_LIMIT = "5 per 15 minutes"
 ACTIONS = ("pause", "resume", "cancel")
 
 
@@ -89,8 +92,25 @@ def _fresh_session() -> None:
     g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
+def _login_account() -> str:
+    """The limiter's key of the account a login names: its keyed hash (no address is kept in
+    the limiter's storage), or of the text as typed when it is no address."""
+    typed = (request.form.get("email") or "")[:addresses.MAX_ADDRESS_LENGTH + 1]
+    try:
+        normalized = addresses.normalize(typed)
+    except addresses.InvalidAddress:
+        normalized = typed.strip().lower()
+    return "login-account:" + addresses.keyed_hash(normalized)
+
+
+def _login_failed(response: Response) -> bool:
+    return response.status_code == 422
+
+
 @blp.route("/login", methods=["GET", "POST"])
 @limiter.limit(LOGIN_RATE_LIMIT, methods=["POST"])
+@limiter.limit(ACCOUNT_LOGIN_RATE_LIMIT, key_func=_login_account, methods=["POST"],
+               deduct_when=_login_failed)
 def login() -> BaseResponse | tuple[str, int] | str:
     """Log in; an unknown address and a wrong password get the same answer."""
     form = forms.LoginForm()

@@ -112,8 +112,9 @@ def _note_use(key_id: int, last_used_at: dt.datetime | None) -> None:
 
     The write stands alone (its own short transaction on the engine, beside the request's
     session), so a request that fails or only reads still records its key's use; it is the
-    same when run twice (the condition skips a time another process has just written). A failure is logged, never the
-    request's: a key's last use is a help to the operator, not a reason to refuse work.
+    same when run twice (the condition skips a time another process has just written). A
+    failure is logged, never the request's: a key's last use is a help to the operator, not
+    a reason to refuse work.
     """
     now = utcnow()
     if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, func, or_, select
 
+from mailer import metrics
 from mailer.consent.models import Subscription, SubscriptionState
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
@@ -284,7 +285,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
             {r.address_hash for r in requests if r.category is Category.CONFIRMATION}
         )
     now = utcnow()
-    return [
+    decisions = [
         decide(
             r.category,
             marks.get(r.address_hash, ()),
@@ -297,6 +298,10 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
         )
         for r in requests
     ]
+    for decision in decisions:
+        if not decision.allowed:
+            metrics.record_gate_refusal(stage.value, decision.reason or "refused")
+    return decisions
 
 
 def check(

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
+from mailer import metrics
 from mailer.campaigns import scheduler
 from mailer.delivery import outbox, throttle
 from mailer.delivery.outbox import Outcome
@@ -261,8 +262,10 @@ class Worker:
             try:
                 if self._throttle is not None:
                     await self._throttle.wait()  # this worker's next slot of the shared rate
+                started = time.perf_counter()
                 result = await self.transport.send(prepared.mail_from, prepared.recipient,
                                                    prepared.message)
+                metrics.observe_smtp_send(result.outcome.value, time.perf_counter() - started)
             except asyncio.CancelledError:
                 # Cut off mid-send at shutdown: it stays in flight and is handed
                 # back (it may have arrived: the documented duplicate window).
@@ -274,6 +277,13 @@ class Worker:
             self._in_flight.discard(prepared.claimed.id)
             self._queue.task_done()
             self._outcomes.append(outcome_of(prepared, result))
+            # One line per delivery: ids and the SMTP code, never the reply (it may quote
+            # the recipient) or the address.
+            log.info("delivery message=%s outcome=%s", prepared.claimed.public_id,
+                     result.outcome.value,
+                     extra={"event": "delivery", "message_id": prepared.claimed.public_id,
+                            "campaign_id": prepared.claimed.campaign_id,
+                            "outcome": result.outcome.value, "smtp_code": result.code})
             if result.outcome is SmtpOutcome.SENT:
                 self.sent += 1
 

@@ -203,7 +203,9 @@ with app.app_context():
 client = app.test_client()
 data = {"email": "nobody@shop.example", "password": "a wrong password"}
 posts = [client.post("/admin/login", data=data).status_code for _ in range(6)]
-other = client.post("/admin/login", data=data, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+# Another client, for another account (the account's own limit is tests/test_client_addresses).
+other = client.post("/admin/login", data={**data, "email": "someone@shop.example"},
+                    environ_base={"REMOTE_ADDR": "192.0.2.7"})
 print(json.dumps({"posts": posts, "get": client.get("/admin/login").status_code,
                   "other_client": other.status_code}))
 """
