@@ -348,6 +348,9 @@ def suppressions() -> tuple[str, int]:
 
 
 def register(app: Flask) -> None:
+    # Sections in modules of their own add their views to `blp` when imported.
+    from mailer.admin import reports  # noqa: F401
+
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)
     app.register_blueprint(blp)
