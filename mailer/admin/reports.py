@@ -7,12 +7,14 @@ import csv
 import io
 from typing import Any
 
-from flask import Response, render_template, request
+from flask import Response, current_app, render_template, request
 
 from mailer.admin.routes import blp
 from mailer.errors import ValidationFailed
 from mailer.extensions import db
+from mailer.pages import embed
 from mailer.reports import services as reports
+from mailer.topics.services import list_topics
 
 DEFAULT_BY = "topic"
 KINDS = ("topic", "attribute")
@@ -94,3 +96,21 @@ def _cell(value: Any) -> str:
     text = str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not isinstance(
         value, int | float) else text
+
+
+# -- the embeddable signup form ----------------------------------------------------------------
+
+@blp.get("/embed")
+def embed_form() -> str:
+    """The signup form's snippet for a set of public topics (chosen with checkboxes), to copy
+    into a page of a site listed in MAILER_EMBED_ORIGINS."""
+    public = list_topics(public_only=True)
+    chosen_slugs = request.args.getlist("topics")
+    chosen = [t for t in public if t.slug in chosen_slugs] or public
+    return render_template(
+        "admin/embed.html", topics=public, chosen=chosen,
+        snippet=embed.snippet(chosen) if chosen else None,
+        snippet_url=(f"{current_app.config['MAILER_BASE_URL']}/embed/subscribe?topics="
+                     f"{','.join(t.slug for t in chosen)}"),
+        origins=embed.embed_origins(),
+        max_age_days=current_app.config["MAILER_EMBED_FORM_MAX_AGE"] / 86400)

@@ -53,3 +53,24 @@ def test_strangers_are_sent_to_the_login(client):
     for path in ("/admin/reports/audience", "/admin/reports/audience.csv?by=topic"):
         response = client.get(path)
         assert response.status_code == 302 and "/admin/login" in response.headers["Location"]
+
+
+def test_the_signup_form_snippet_per_topic_set(app, console, make_topic):  # noqa: F811
+    make_topic("news")
+    make_topic("deals")
+    make_topic("internal", public=False)
+    page = console.get("/admin/embed").get_data(as_text=True)
+    assert "MAILER_EMBED_ORIGINS" in page and "No site may carry the form yet" in page
+    assert 'value="news" checked' in page and 'value="deals" checked' in page
+    assert "internal" not in page
+    app.config["MAILER_EMBED_ORIGINS"] = ["https://shop.example"]
+    try:
+        page = console.get("/admin/embed?topics=deals").get_data(as_text=True)
+    finally:
+        app.config["MAILER_EMBED_ORIGINS"] = []
+    assert "<code>https://shop.example</code>" in page
+    snippet = page[page.index('<textarea id="snippet"'):page.index("</textarea>")]
+    # The snippet is shown as text to copy: escaped, with the one topic chosen.
+    assert "&lt;form" in snippet and "<form" not in snippet
+    assert "value=&#34;deals&#34;" in snippet and "news" not in snippet
+    assert "/embed/subscribe?topics=deals" in page

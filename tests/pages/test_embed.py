@@ -248,3 +248,15 @@ def test_the_same_per_client_limit_as_the_page(tmp_path):
     outcome = run_with_limits(_LIMITS, tmp_path / "limits.db")
     shop = "https://shop.example"
     assert outcome == {"embed": [[200, shop], [200, shop], [429, shop]], "page": 429}
+
+
+def test_embed_origins_are_read_as_browsers_send_them():
+    from config import ConfigError, TestConfig
+
+    config = TestConfig.from_env({"MAILER_EMBED_ORIGINS":
+                                  "https://Shop.Example:443/, http://localhost:8080,"})
+    assert config.MAILER_EMBED_ORIGINS == ["https://shop.example", "http://localhost:8080"]
+    assert TestConfig.from_env({}).MAILER_EMBED_ORIGINS == []
+    for bad in ("shop.example", "https://shop.example/signup", "ftp://shop.example"):
+        with pytest.raises(ConfigError, match="MAILER_EMBED_ORIGINS"):
+            TestConfig.from_env({"MAILER_EMBED_ORIGINS": bad})
