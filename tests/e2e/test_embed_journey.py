@@ -167,3 +167,35 @@ def test_fetch_from_the_shop_gets_json_and_a_stranger_is_refused(page, live_url,
     assert navigation.value.status == 403
     assert contacts() == before
     assert client.get("/api/v1/contacts/copied@example.com", headers=auth).status_code == 404
+
+
+def test_console_report_and_snippet_pages_fit_a_phone(page, live_url, app, make_topic):
+    from mailer.admin import services as admin
+    from tests.reports.test_audience import subscribers
+
+    make_topic("news", double_opt_in=False)
+    make_topic("deals-and-offers-for-musicians", double_opt_in=False)
+    subscribers(12, ["news"], country="DE")
+    admin.create_user("ann@shop.example", "a long enough passphrase")
+    db.session.commit()
+    page.goto(f"{live_url}/admin/login")
+    page.get_by_label("Email address").fill("ann@shop.example")
+    page.get_by_label("Password").fill("a long enough passphrase")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Overview").wait_for()
+
+    page.get_by_role("navigation").get_by_role("link", name="Audience report").click()
+    page.get_by_label("Group by").select_option("attribute")
+    page.get_by_label('Attribute name (for "Attribute")').first.fill("country")
+    page.get_by_role("button", name="Show").click()
+    page.get_by_role("heading", name="By country").wait_for()
+    assert page.get_by_role("cell", name="DE").is_visible()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    assert download.value.suggested_filename.startswith("audience-country-")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    page.get_by_role("navigation").get_by_role("link", name="Signup form").click()
+    page.get_by_label("Copy this HTML into your page").wait_for()
+    assert "<form" in page.get_by_label("Copy this HTML into your page").input_value()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
