@@ -13,8 +13,9 @@ stands in for it, and the browser's `Origin` header says which site's page sent 
   for `application/json` (as `fetch` does);
 - from any other origin: 403, and nothing is read or changed.
 
-A request with no `Origin` (and no `Referer`) header, or with the service's own origin, is
-the service's own page: the session's CSRF token applies, as before.
+A request with no `Origin` (and no `Referer`) header, with the service's own origin, or with
+`Origin: null` and no form token (the service's own pages send no referrer, and browsers then
+send `null`), is the service's own page: the session's CSRF token applies, as before.
 """
 
 from __future__ import annotations
@@ -90,8 +91,15 @@ def embed_origins() -> list[str]:
 
 
 def is_cross_origin() -> bool:
-    """Whether the request came from a page on another origin than the service's own."""
+    """Whether the request came from a page on another origin than the service's own.
+
+    `Origin: null` says nothing: browsers send it for any POST from a page whose referrer
+    policy is `no-referrer`, as the service's own pages' is. It counts as cross-origin only
+    for an embedded form (one with a form token), which is then refused; the service's own
+    form goes on to its CSRF check."""
     origin = request_origin()
+    if origin == "null":
+        return "form_token" in request.form or bool(request.is_json)
     return origin is not None and origin not in own_origins()
 
 

@@ -203,6 +203,17 @@ def test_the_per_address_confirmation_cap_holds(client, topics):
     assert accepted == 3  # CONSENT.md: at most 3 confirmation mails a day to one address
 
 
+def test_the_pages_own_form_with_origin_null_is_the_page(client, topics):
+    # The service's pages send no referrer; browsers then send `Origin: null` with a POST.
+    from tests.pages.helpers import csrf_token
+
+    token = csrf_token(client, "/subscribe")
+    response = post(client, {"email": "own@example.com", "topics": "news",
+                             "csrf_token": token}, origin="null")
+    assert response.status_code == 200 and "Check your inbox" in response.get_data(as_text=True)
+    assert contacts() == 1
+
+
 def test_the_pages_own_form_still_needs_its_csrf_token(client, topics):
     response = client.post("/subscribe", data={"email": "ann@example.com", "topics": "news"})
     assert response.status_code == 400
