@@ -106,3 +106,9 @@ def test_settings_are_checked_at_start():
     assert TestConfig.from_env({}).MAILER_API_CONFIRMATION_LIMIT is None
     with pytest.raises(ConfigError, match="MAILER_API_CONTACT_LIMIT"):
         TestConfig.from_env({"MAILER_API_CONTACT_LIMIT": "lots"})
+
+
+def test_the_429_is_in_the_openapi_document(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    assert "429" in paths["/api/v1/contacts"]["post"]["responses"]
+    assert "429" in paths["/api/v1/contacts/{email}"]["patch"]["responses"]

@@ -178,3 +178,20 @@ def test_k_under_5_is_refused_at_start():
         TestConfig.from_env({"MAILER_REPORT_MIN_GROUP": "4"})
     assert TestConfig.from_env({"MAILER_REPORT_MIN_GROUP": "5"}).MAILER_REPORT_MIN_GROUP == 5
     assert TestConfig.from_env({}).MAILER_REPORT_MIN_GROUP == 10
+
+
+def test_a_report_is_one_counting_statement_however_many_contacts(client, reader, topics):
+    from tests.sql_events import listening
+
+    subscribers(25, ["news", "deals"], country="DE")
+    statements: list[str] = []
+
+    def keep(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    with listening(keep):
+        audience(client, "topic,attribute:country", reader)
+    counting = [s for s in statements if "GROUP BY" in s.upper()]
+    assert len(counting) == 1
+    assert not any("FROM contacts" in s and "GROUP BY" not in s.upper()
+                   and "audience_reports" not in s for s in statements), statements
