@@ -24,6 +24,8 @@ DEV_SMTP_URL = "smtp://127.0.0.1:8025"
 # key (as `secrets.token_urlsafe(32)` makes) are out of reach of a brute-force search.
 MIN_KEY_LENGTH = 32
 LOG_FORMATS = ("json", "text")
+# The smallest k an audience report may use (MAILER_REPORT_MIN_GROUP).
+REPORT_MIN_GROUP_FLOOR = 5
 
 
 class ConfigError(ValueError):
@@ -234,6 +236,41 @@ def _storage_url(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _optional_rate_limit(env: Mapping[str, str], name: str) -> str | None:
+    """A Flask-Limiter limit like '100 per hour', or None (no limit) when unset."""
+    if not (env.get(name) or "").strip():
+        return None
+    return _rate_limit(env, name, "")
+
+
+def _origins(env: Mapping[str, str], name: str) -> list[str]:
+    """Comma-separated web origins (`scheme://host[:port]`, no path), lower-cased as browsers
+    send them in the Origin header; none when unset."""
+    origins = []
+    for raw in (env.get(name) or "").split(","):
+        value = raw.strip()
+        if not value:
+            continue
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname
+                or parts.path not in ("", "/") or parts.query or parts.fragment
+                or parts.username is not None):
+            raise ConfigError(f"{name} must be comma-separated origins like "
+                              f"https://shop.example (scheme, host, optional port; no path), "
+                              f"got {value!r}")
+        host = parts.hostname.lower()
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+        origin = f"{parts.scheme.lower()}://{host}"
+        # Browsers leave a scheme's default port out of the Origin header.
+        default_port = {"http": 80, "https": 443}[parts.scheme.lower()]
+        origins.append(origin if port in (None, default_port) else f"{origin}:{port}")
+    return list(dict.fromkeys(origins))
+
+
 def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     value = (env.get(name) or "").strip().upper() or default
     levels = [n for n in logging.getLevelNamesMapping() if n not in ("WARN", "FATAL")]
@@ -353,6 +390,11 @@ class Config:
     MAILER_LOG_FORMAT = "text"
     MAILER_TRUSTED_PROXIES = 0
     MAILER_METRICS_TOKEN: str | None = None
+    MAILER_REPORT_MIN_GROUP = 10
+    MAILER_EMBED_ORIGINS: list[str] = []
+    MAILER_EMBED_FORM_MAX_AGE = 7 * 24 * 3600
+    MAILER_API_CONTACT_LIMIT: str | None = None
+    MAILER_API_CONFIRMATION_LIMIT: str | None = None
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
 
     @classmethod
@@ -408,6 +450,15 @@ class Config:
         # prometheus_client's multiprocess mode writes there at the first count: a missing
         # directory would fail that request (or delivery) instead of the start.
         _directory(env, "PROMETHEUS_MULTIPROC_DIR")
+        # Under 5, a shown group is small enough to single people out (mailer.reports).
+        config.MAILER_REPORT_MIN_GROUP = _int(env, "MAILER_REPORT_MIN_GROUP", 10,
+                                              minimum=REPORT_MIN_GROUP_FLOOR)
+        config.MAILER_EMBED_ORIGINS = _origins(env, "MAILER_EMBED_ORIGINS")
+        config.MAILER_EMBED_FORM_MAX_AGE = _int(env, "MAILER_EMBED_FORM_MAX_AGE",
+                                                7 * 24 * 3600, minimum=60)
+        config.MAILER_API_CONTACT_LIMIT = _optional_rate_limit(env, "MAILER_API_CONTACT_LIMIT")
+        config.MAILER_API_CONFIRMATION_LIMIT = _optional_rate_limit(
+            env, "MAILER_API_CONFIRMATION_LIMIT")
         return config
 
 

@@ -9,12 +9,14 @@ from mailer.delivery.throttle import SendRate
 from mailer.installation import Installation
 from mailer.messages.models import IdempotencyRecord, Message
 from mailer.referrals.models import Referral
+from mailer.reports.models import AudienceReport
 from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
 
 __all__ = [
     "AdminUser",
     "ApiKey",
+    "AudienceReport",
     "Campaign",
     "ConsentEvent",
     "Contact",

@@ -29,6 +29,9 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     PREFERENCES = "preferences"
     CONFIRM = "confirm"
+    # The embeddable signup form's hidden token (mailer.pages.embed): it stands in for the
+    # session's CSRF token on another site's page, and says which topics the form offers.
+    EMBED_FORM = "embed_form"
 
 
 class TokenInvalid(Exception):

@@ -373,7 +373,7 @@ def suppressions() -> tuple[str, int]:
 
 def register(app: Flask) -> None:
     # Sections in modules of their own add their views to `blp` when imported.
-    from mailer.admin import api_keys, users  # noqa: F401
+    from mailer.admin import api_keys, reports, users  # noqa: F401
 
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)

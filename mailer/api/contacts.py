@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, jsonify
+from flask import Response, g, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -13,11 +13,13 @@ from marshmallow import fields, validate
 from mailer.api.docs import CONTACT_PATH, JSON_BODY, KEYED, errors
 from mailer.api.fields import Email, StrictSchema, attributes_field, strict_boolean
 from mailer.api.guards import require_scope
+from mailer.apikeys import limits as key_limits
 from mailer.consent import confirmation
 from mailer.consent.models import SubscriptionState
 from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
 from mailer.extensions import db
+from mailer.topics.models import Topic
 
 URL_PREFIX = "/contacts"
 blp = Blueprint("contacts", __name__, description="Contacts and their per-topic consent")
@@ -111,6 +113,22 @@ def _commit_and_answer(contact: Contact, status: int) -> tuple[Response, int]:
     return answer, status
 
 
+KEY_LIMITED = {429: "`rate_limited`: the key has used up MAILER_API_CONTACT_LIMIT or "
+                    "MAILER_API_CONFIRMATION_LIMIT (when set); nothing was changed. "
+                    "`Retry-After` says when to try again."}
+
+
+def _send_confirmation(contact: Contact, topics: list[Topic]) -> None:
+    """Queue the confirmation mail the request causes, within the key's limit of them: over
+    it, the request's changes are rolled back and it is 429 (KeyLimitReached)."""
+    if confirmation.send_confirmation(contact, topics):
+        try:
+            key_limits.take(key_limits.CONFIRMATIONS, g.api_key.id)
+        except key_limits.KeyLimitReached:
+            db.session.rollback()
+            raise
+
+
 @blp.route("")
 class ContactCollection(MethodView):
     @require_scope("contacts:write")
@@ -118,10 +136,15 @@ class ContactCollection(MethodView):
     @blp.arguments(ContactCreateSchema())  # an instance: webargs would build one per request
     @blp.response(201, ContactSchema, description="Created")
     @blp.alt_response(200, schema=ContactSchema, description="The address existed: updated")
-    @errors(blp, KEYED, JSON_BODY, {409: "`contact_busy`: the address was created and erased "
-                                         "concurrently, over and over; try again."})
+    @errors(blp, KEYED, JSON_BODY, KEY_LIMITED,
+            {409: "`contact_busy`: the address was created and erased concurrently, over and "
+                  "over; try again."})
     def post(self, body: dict[str, Any]) -> Any:
-        """Create or update a contact and ask for its subscriptions."""
+        """Create or update a contact and ask for its subscriptions.
+
+        With MAILER_API_CONTACT_LIMIT or MAILER_API_CONFIRMATION_LIMIT set, a key over its
+        limit gets 429 `rate_limited` and nothing changes."""
+        key_limits.take(key_limits.CONTACTS, g.api_key.id)
         result = contacts.upsert(
             body["email"],
             topics=body["topics"],
@@ -130,7 +153,7 @@ class ContactCollection(MethodView):
             attributes=body["attributes"],
             email_is_normalized=True,  # the Email field did it
         )
-        confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation)
+        _send_confirmation(result.contact, result.outcome.needs_confirmation)
         return _commit_and_answer(result.contact, 201 if result.created else 200)
 
 
@@ -148,7 +171,7 @@ class ContactItem(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(ContactPatchSchema())
     @blp.response(200, ContactSchema)
-    @errors(blp, KEYED, JSON_BODY, CONTACT_PATH, NO_CONTACT)
+    @errors(blp, KEYED, JSON_BODY, CONTACT_PATH, NO_CONTACT, KEY_LIMITED)
     def patch(self, body: dict[str, Any], email: str) -> tuple[Response, int]:
         """Change attributes (merged; null removes), partner sharing, or subscriptions."""
         contact = contacts.get(email)
@@ -158,7 +181,7 @@ class ContactItem(MethodView):
             partner_sharing=body.get("partner_sharing"),
             subscriptions=body.get("subscriptions"),
         )
-        confirmation.send_confirmation(contact, outcome.needs_confirmation)
+        _send_confirmation(contact, outcome.needs_confirmation)
         return _commit_and_answer(contact, 200)
 
     @require_scope("contacts:write")

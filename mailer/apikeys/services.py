@@ -34,6 +34,7 @@ SCOPES: dict[str, str] = {
     "campaigns:read": "list campaigns and their counts",
     "campaigns:write": "create, schedule, pause, resume and cancel campaigns",
     "inbound:write": "hand in bounces and complaints",
+    "reports:read": "read audience reports (counts of groups of at least k contacts)",
 }
 
 

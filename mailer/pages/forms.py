@@ -56,6 +56,21 @@ class SubscribeForm(HoneypotForm):
             raise ValidationError("Choose at least one.")
 
 
+class EmbedSubscribeForm(HoneypotForm):
+    """The embeddable form's fields (mailer.pages.embed); made with CSRF off, since its signed
+    form token, checked before, stands in for the session's CSRF token."""
+
+    email = EmailField("Your email address",
+                       validators=[DataRequired("Enter your email address."), valid_address])
+    topics = MultiCheckboxField("What would you like to receive?", coerce=str,
+                                validate_choice=True)
+    form_token = StringField()
+
+    def validate_topics(self, field: MultiCheckboxField) -> None:
+        if not field.data:
+            raise ValidationError("Choose at least one.")
+
+
 class AddressForm(HoneypotForm):
     email = EmailField("Your email address",
                        validators=[DataRequired("Enter your email address."), valid_address])
@@ -76,6 +91,7 @@ class ResendConfirmationForm(FlaskForm):
 
 __all__ = [
     "AddressForm",
+    "EmbedSubscribeForm",
     "LeaveForm",
     "PreferencesForm",
     "ResendConfirmationForm",

@@ -10,7 +10,7 @@ from mailer.consent import confirmation, preferences
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.consent.unsubscribe import LinkTarget, Scope, read_token, topic_name, unsubscribe
 from mailer.extensions import csrf, db, limiter
-from mailer.pages import forms
+from mailer.pages import embed, forms
 from mailer.pages.mailing import after_the_answer, send_preference_link, sign_up
 from mailer.tokens import TokenExpired, TokenInvalid
 from mailer.topics.services import list_topics
@@ -26,10 +26,21 @@ def _invalid_link() -> tuple[str, int]:
     return render_template("pages/invalid_link.html"), 400
 
 
-@blp.route("/subscribe", methods=["GET", "POST"])
+@blp.route("/subscribe", methods=["GET", "POST", "OPTIONS"])
 @limiter.limit(page_limit, methods=["POST"])
+@csrf.exempt  # checked below: the page's own form has the CSRF token, an embedded one cannot
 def subscribe() -> Response | tuple[str, int]:
-    """Sign up for public topics; the answer is the same for new, pending and subscribed."""
+    """Sign up for public topics; the answer is the same for new, pending and subscribed.
+
+    A POST from a page on another origin is the embeddable form's (mailer.pages.embed): from
+    a MAILER_EMBED_ORIGINS origin it signs up with its form token, from any other it is 403."""
+    if request.method == "OPTIONS":
+        return embed.preflight()
+    if request.method == "POST":
+        if embed.is_cross_origin():
+            return embed.cross_origin_subscribe()
+        if current_app.config.get("WTF_CSRF_ENABLED", True):  # as CSRFProtect's own check
+            csrf.protect()
     topics = list_topics(public_only=True)
     form = forms.SubscribeForm()
     form.topics.choices = [(t.slug, t.name) for t in topics]
@@ -219,3 +230,4 @@ def register(app: Flask) -> None:
     from mailer.pages import tell_a_friend
 
     app.register_blueprint(tell_a_friend.blp)
+    embed.register(app)
