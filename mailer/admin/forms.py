@@ -7,15 +7,27 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateTimeLocalField,
     EmailField,
+    FieldList,
+    Form,
+    FormField,
     HiddenField,
     PasswordField,
+    RadioField,
     SelectField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from mailer.card_numbers import holds_card_number
 
@@ -110,3 +122,48 @@ class TemplatePreviewForm(FlaskForm):
 class SuppressionLookupForm(FlaskForm):
     email = EmailField("Email address", validators=[DataRequired("Enter an address."),
                                                     Length(max=254)])
+
+
+# -- templates written in the console ------------------------------------------------------------
+
+class VariableForm(Form):
+    """One variable of a console template: its name in the template, a label, an example.
+
+    A sub-form (no CSRF token of its own: the template form's covers it)."""
+
+    name = StringField("Variable", validators=[
+        Optional(), Length(max=64),
+        Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$",
+               message="A variable is letters, digits and _, not starting with a digit.")])
+    label = StringField("Label", validators=[Length(max=200)])
+    example = StringField("Example", validators=[Length(max=2000)])
+
+
+class TemplateForm(FlaskForm):
+    """The console's template editor; saving stores the next version."""
+
+    name = StringField("Name (used by the API and campaigns)", validators=[
+        DataRequired("Give the template a name."), Length(max=80)])
+    category = SelectField("Kind of mail", choices=[
+        ("promotional", "Promotional: marketing to a topic's subscribers (footer and "
+                        "unsubscribe link added)"),
+        ("transactional", "Transactional: a reply to something the reader did (receipts)"),
+        ("notice", "Notice: a service notice (privacy policy changes)"),
+    ], default="promotional")
+    description = StringField("Description (for the template list)",
+                              validators=[Length(max=500)])
+    subject = StringField("Subject", validators=[DataRequired("Write a subject."),
+                                                 Length(max=998)])
+    body_format = RadioField("Body written in", choices=[("markdown", "Markdown"),
+                                                         ("html", "HTML")],
+                             default="markdown")
+    body = TextAreaField("Body", validators=[DataRequired("Write the body."),
+                                             Length(max=200_000)],
+                         render_kw={"rows": 14, "spellcheck": "true"})
+    text_by_hand = BooleanField("Write the text part by hand (otherwise it is made from the "
+                                "body)")
+    text = TextAreaField("Text part", validators=[Length(max=200_000)],
+                         render_kw={"rows": 8})
+    variables = FieldList(FormField(VariableForm), min_entries=1, max_entries=50)
+    # The version the editor started from: saving over a newer one is refused.
+    base_version = HiddenField()

@@ -133,33 +133,6 @@ def dashboard() -> str:
                            campaigns=recent, counts=services.campaign_counts(recent))
 
 
-# -- templates ---------------------------------------------------------------------------------
-
-@blp.get("/templates")
-def templates() -> str:
-    return render_template("admin/templates.html", names=services.template_names())
-
-
-@blp.route("/templates/<name>", methods=["GET", "POST"])
-def template_preview(name: str) -> tuple[str, int]:
-    """One template rendered with sample data the marketer edits as JSON."""
-    if name not in services.template_names():
-        return render_template("admin/not_found.html", what="template"), 404
-    form = forms.TemplatePreviewForm()
-    if request.method == "GET":
-        form.data.data = services.sample_data(name)
-    rendered, problem, status = None, None, 200
-    if request.method == "GET" or form.validate_on_submit():
-        try:
-            rendered = services.preview_template(name, form.data.data)
-        except MailerError as exc:
-            problem, status = exc.message, 422
-    else:
-        status = 422
-    return render_template("admin/template_preview.html", name=name, form=form,
-                           preview=rendered, problem=problem), status
-
-
 # -- campaigns ---------------------------------------------------------------------------------
 
 @blp.get("/campaigns")
@@ -348,6 +321,9 @@ def suppressions() -> tuple[str, int]:
 
 
 def register(app: Flask) -> None:
+    # The sections in modules of their own add their views to this blueprint on import.
+    from mailer.admin import templates  # noqa: F401
+
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)
     app.register_blueprint(blp)

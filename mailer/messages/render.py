@@ -129,6 +129,10 @@ class Renderer:
             raise TemplateProblem(f"Template '{reference}' cannot be read: {exc}",
                                   fields={"template": [str(exc)]}) from exc
 
+    def forget(self, reference: str) -> None:
+        """Drop a compiled draft (a preview of an unsaved version)."""
+        self._console.pop(reference, None)
+
     def knows(self, reference: str) -> bool:
         """True when this console version is compiled already."""
         return reference in self._console
@@ -190,7 +194,7 @@ class Renderer:
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         """Render subject, text and HTML of a template folder or a console reference
         ("NAME@VERSION"); any problem raises TemplateProblem naming it."""
-        console = "@" in name
+        console = "@" in name or name in self._console
         if not console and not self.exists(name):
             raise TemplateProblem(f"Unknown template '{name}'.",
                                   fields={"template": [f"Unknown template: {name}"]})
