@@ -89,17 +89,24 @@ class ActionForm(FlaskForm):
     """A button that changes something: only the CSRF token (log out, pause, send now, ...)."""
 
 
+class SegmentRowForm(Form):
+    """One condition of the segment builder: a contact attribute and the value it must have."""
+
+    attribute = StringField("Attribute", validators=[Optional(), Length(max=64)])
+    value = StringField("Value", validators=[Length(max=500)])
+
+
 class ComposeForm(FlaskForm):
+    """A campaign: who (topic and segment) and what (a promotional template and a field for
+    each of its variables, added per template by admin.compose.compose_form)."""
+
     name = StringField("Name", validators=[DataRequired("Give the campaign a name."),
                                            Length(max=200)])
     topic = SelectField("Topic (who gets it: the topic's subscribers)",
                         validators=[DataRequired("Choose a topic.")])
-    template = SelectField("Template", validators=[DataRequired("Choose a template.")])
-    data = JsonObjectField("Data (JSON: the template's variables)", render_kw={"rows": 8})
-    segment = JsonObjectField(
-        'Segment (optional JSON, e.g. {"attributes": {"country": "DE"}})',
-        render_kw={"rows": 3},
-    )
+    template = SelectField("Template (promotional templates)",
+                           validators=[DataRequired("Choose a template.")])
+    segment = FieldList(FormField(SegmentRowForm), min_entries=3, max_entries=20)
 
 
 class TestSendForm(FlaskForm):

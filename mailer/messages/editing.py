@@ -191,6 +191,44 @@ def preview(reference: str, category: TemplateCategory, data: dict[str, Any]) ->
     ))
 
 
+def _service_examples() -> dict[str, Any]:
+    """Stand-ins for what the service adds to a promotional mail's context."""
+    return {"brand_name": "brand", "unsubscribe_url": "https://example.com/unsubscribe/x",
+            "preferences_url": "https://example.com/preferences/x",
+            "postal_address": "1 Example Street", "topic_name": "Example topic"}
+
+
+def missing_variables(info: templates.TemplateInfo,
+                      data: dict[str, Any]) -> list[templates.Variable]:
+    """The variables left out of `data` that the template cannot do without, all of them.
+
+    Jinja stops at the first undefined name; a marketer wants every empty field named at
+    once. A variable left out is needed when the template fails without it while every
+    other left-out one has its example (a `|default(...)` or an `{% if %}` makes one
+    optional).
+    """
+    omitted = [v for v in info.variables if v.name not in data]
+    if not omitted:
+        return []
+    templates_ = renderer()
+    base = {**_service_examples(), **data}
+
+    def renders(context: dict[str, Any]) -> bool:
+        try:
+            templates_.render(info.reference, context)
+        except templates.TemplateProblem as exc:
+            if "data" in exc.fields:
+                return False
+            raise
+        return True
+
+    if renders(base):
+        return []
+    examples = info.examples()
+    return [v for v in omitted
+            if not renders({**base, **{o.name: examples[o.name] for o in omitted if o != v}})]
+
+
 def draft_sample(draft: Draft) -> dict[str, Any]:
     """Data to preview a draft with: the declared examples, or a placeholder for each name its
     Jinja reads (a list for a name a loop walks over)."""
