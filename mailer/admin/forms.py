@@ -151,19 +151,12 @@ class TemplateForm(FlaskForm):
 
     name = StringField("Name (used by the API and campaigns)", validators=[
         DataRequired("Give the template a name."), Length(max=80)])
-    category = SelectField("Kind of mail", choices=[
-        ("promotional", "Promotional: marketing to a topic's subscribers (footer and "
-                        "unsubscribe link added)"),
-        ("transactional", "Transactional: a reply to something the reader did (receipts)"),
-        ("notice", "Notice: a service notice (privacy policy changes)"),
-    ], default="promotional")
+    category = SelectField("Kind of mail", default="promotional")
     description = StringField("Description (for the template list)",
                               validators=[Length(max=500)])
     subject = StringField("Subject", validators=[DataRequired("Write a subject."),
                                                  Length(max=998)])
-    body_format = RadioField("Body written in", choices=[("markdown", "Markdown"),
-                                                         ("html", "HTML")],
-                             default="markdown")
+    body_format = RadioField("Body written in", default="markdown")
     body = TextAreaField("Body", validators=[DataRequired("Write the body."),
                                              Length(max=200_000)],
                          render_kw={"rows": 14, "spellcheck": "true"})
@@ -174,3 +167,17 @@ class TemplateForm(FlaskForm):
     variables = FieldList(FormField(VariableForm), min_entries=1, max_entries=50)
     # The version the editor started from: saving over a newer one is refused.
     base_version = HiddenField()
+
+    CATEGORIES = [
+        ("promotional", "Promotional: marketing to a topic's subscribers (footer and "
+                        "unsubscribe link added)"),
+        ("transactional", "Transactional: a reply to something the reader did (receipts)"),
+        ("notice", "Notice: a service notice (privacy policy changes)"),
+    ]
+    BODY_FORMATS = [("markdown", "Markdown"), ("html", "HTML")]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, not in the field: WTForms warns about tuple choices given to a field.
+        self.category.choices = self.CATEGORIES
+        self.body_format.choices = self.BODY_FORMATS
