@@ -104,7 +104,7 @@ class ComposeForm(FlaskForm):
                                            Length(max=200)])
     topic = SelectField("Topic (who gets it: the topic's subscribers)",
                         validators=[DataRequired("Choose a topic.")])
-    template = SelectField("Template (promotional templates)",
+    template = SelectField("Template",
                            validators=[DataRequired("Choose a template.")])
     segment = FieldList(FormField(SegmentRowForm), min_entries=3, max_entries=20)
 
