@@ -163,7 +163,10 @@ def _read_file_template(name: str) -> TemplateInfo | None:
     if folder is None:
         return None
     declaration: dict[str, Any] = {}
-    toml = folder / DECLARATION
+    # Like each part of a template, the declaration is the first on the search path: a
+    # MAILER_TEMPLATE_DIR folder that restyles a shipped mail keeps the shipped declaration.
+    toml = next((path for folder_ in templates.search_path
+                 if (path := folder_ / name / DECLARATION).is_file()), folder / DECLARATION)
     where = f"{name}/{DECLARATION}"
     if toml.is_file():
         try:

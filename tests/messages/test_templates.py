@@ -209,3 +209,21 @@ def test_the_openapi_document_lists_category_mismatch(client):
         assert "category_mismatch" in described, path
     send = document["components"]["schemas"]["Send"]
     assert "category" not in send.get("required", [])
+
+
+def test_a_restyled_service_mail_without_template_toml_keeps_the_shipped_declaration(
+        app, tmp_path: Path):
+    # A MAILER_TEMPLATE_DIR folder overriding confirm_subscription's parts only: still the
+    # service's confirmation mail, not a promotional template.
+    folder = tmp_path / "confirm_subscription"
+    folder.mkdir()
+    (folder / "subject.txt").write_text("Please confirm")
+    (folder / "body.txt").write_text("{{ confirm_url }}")
+    app.extensions["mailer.renderer"].search_path.insert(0, tmp_path)
+    app.extensions.get("mailer.template_catalogue", {}).pop("confirm_subscription", None)
+    try:
+        info = templates.lookup("confirm_subscription")
+    finally:
+        app.extensions["mailer.renderer"].search_path.remove(tmp_path)
+        app.extensions.get("mailer.template_catalogue", {}).pop("confirm_subscription", None)
+    assert info.service == "confirmation" and info.location == str(folder)
