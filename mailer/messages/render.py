@@ -133,6 +133,11 @@ class Renderer:
         """Drop a compiled draft (a preview of an unsaved version)."""
         self._console.pop(reference, None)
 
+    def forget_console_versions(self) -> None:
+        """Drop every compiled console version (for a database emptied under a running
+        process, as between tests; in a kept database a version never changes)."""
+        self._console.clear()
+
     def knows(self, reference: str) -> bool:
         """True when this console version is compiled already."""
         return reference in self._console
