@@ -61,6 +61,10 @@ class CategoryMismatch(TemplateProblem):
     code = "category_mismatch"
 
 
+class UnknownTemplate(TemplateProblem):
+    """No template has that name (422 at a send, 404 where the template is the resource)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
     name: str
@@ -298,8 +302,8 @@ def preload(references: set[str]) -> None:
 
 # -- the catalogue -----------------------------------------------------------------------------
 
-def unknown(name: str) -> TemplateProblem:
-    return TemplateProblem(f"Unknown template '{name}'.",
+def unknown(name: str) -> UnknownTemplate:
+    return UnknownTemplate(f"Unknown template '{name}'.",
                            fields={"template": [f"Unknown template: {name}"]})
 
 

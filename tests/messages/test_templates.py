@@ -227,3 +227,20 @@ def test_a_restyled_service_mail_without_template_toml_keeps_the_shipped_declara
         app.extensions["mailer.renderer"].search_path.remove(tmp_path)
         app.extensions.get("mailer.template_catalogue", {}).pop("confirm_subscription", None)
     assert info.service == "confirmation" and info.location == str(folder)
+
+
+def test_the_api_lists_templates_with_their_category(client, auth):
+    listed = client.get("/api/v1/templates", headers=auth)
+    assert listed.status_code == 200
+    by_name = {t["name"]: t for t in listed.get_json()}
+    assert by_name["newsletter"]["category"] == "promotional"
+    assert by_name["receipt"]["category"] == "transactional"
+    assert by_name["policy_update"]["category"] == "notice"
+    assert by_name["referral"]["service_mail"] == "referral"
+    assert [v["name"] for v in by_name["receipt"]["variables"]] == ["order_number", "items",
+                                                                     "total"]
+    one = client.get("/api/v1/templates/receipt", headers=auth).get_json()
+    assert one["source"] == "file" and one["variables_declared"] is True
+    missing = client.get("/api/v1/templates/nothing-here", headers=auth)
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["code"] == "template_not_found"
