@@ -7,7 +7,9 @@ Views on the console's blueprint (routes.blp): a logged-in user, CSRF on every f
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import abort, flash, redirect, render_template, request, url_for
@@ -80,7 +82,7 @@ def _variable_rows(form: forms.TemplateForm, variables: list[dict[str, Any]]) ->
         form.variables.append_entry({
             "name": variable["name"], "label": variable.get("label") or "",
             "example": example if isinstance(example, str) or example is None
-            else editing.json.dumps(example, ensure_ascii=False)})
+            else json.dumps(example, ensure_ascii=False)})
 
 
 def _add_blank_rows(form: forms.TemplateForm) -> None:
@@ -126,8 +128,6 @@ def _fill_from(form: forms.TemplateForm, row: ConsoleTemplate) -> None:
 
 def _fill_from_file(form: forms.TemplateForm, info: TemplateInfo) -> None:
     """A folder template as the start of a console one of the same name (which then wins)."""
-    from pathlib import Path
-
     folder = Path(info.location)
     html = folder / "body.html"
     form.category.data = info.category.value

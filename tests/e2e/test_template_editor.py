@@ -72,3 +72,10 @@ def test_the_editor_and_preview_work_on_a_phone_without_horizontal_scroll(page, 
     page.goto(f"{live_url}/admin/templates")
     page.get_by_text("written here, version 1").wait_for()
     assert page_width(page) <= 390
+
+    # The compose form with the template's fields and the segment builder fits too.
+    page.goto(f"{live_url}/admin/campaigns/new?template=weekly")
+    page.get_by_label("Headline", exact=True).wait_for()
+    page.get_by_label("Introduction").wait_for()
+    assert page.get_by_label("Attribute").count() == 3
+    assert page_width(page) <= 390
