@@ -244,3 +244,32 @@ def test_the_api_lists_templates_with_their_category(client, auth):
     missing = client.get("/api/v1/templates/nothing-here", headers=auth)
     assert missing.status_code == 404
     assert missing.get_json()["error"]["code"] == "template_not_found"
+
+
+def test_the_worker_compiles_console_versions_beforehand_in_one_query(app):
+    """screen() preloads a batch's console versions, so build_one() renders without the
+    database (it runs on the worker's event loop)."""
+    from mailer.messages import editing
+    from mailer.messages.models import BodyFormat
+    from tests.sql_events import listening
+
+    for subject in ("One {{ x }}", "Two {{ x }}"):
+        editing.save(editing.Draft(name="weekly", category=TemplateCategory.PROMOTIONAL,
+                                   subject=subject, body_format=BodyFormat.MARKDOWN,
+                                   body="Hi {{ x }}"), user_id=None,
+                     new=subject.startswith("One"))
+    db.session.commit()
+    renderer = app.extensions["mailer.renderer"]
+    renderer.forget_console_versions()
+    sent: list[str] = []
+    with listening(lambda *args: sent.append(args[2])):
+        templates.preload({"weekly@1", "weekly@2", "weekly@3", "receipt"})
+    assert len(sent) == 1
+    assert renderer.knows("weekly@1") and renderer.knows("weekly@2")
+    assert not renderer.knows("weekly@3")
+    renderer.console_loader = None  # rendering now must not need the database
+    try:
+        assert renderer.render("weekly@1", {"x": "a"}).subject == "One a"
+        assert renderer.render("weekly@2", {"x": "b"}).subject == "Two b"
+    finally:
+        renderer.console_loader = templates.load_console_source
