@@ -90,6 +90,9 @@ def app_context(app: Flask) -> Iterator[None]:
     with app.app_context():
         yield
         _empty_all_tables()
+        # Console template versions are numbered again in the emptied tables: the renderer's
+        # compiled "name@1" of this test must not serve the next test's.
+        app.extensions["mailer.renderer"].forget_console_versions()
 
 
 @pytest.fixture

@@ -7,15 +7,28 @@ from typing import Any
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateTimeLocalField,
     EmailField,
+    FieldList,
+    Form,
+    FormField,
     HiddenField,
     PasswordField,
+    RadioField,
     SelectField,
     StringField,
     TextAreaField,
 )
-from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    EqualTo,
+    InputRequired,
+    Length,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from mailer.card_numbers import holds_card_number
 
@@ -77,17 +90,24 @@ class ActionForm(FlaskForm):
     """A button that changes something: only the CSRF token (log out, pause, send now, ...)."""
 
 
+class SegmentRowForm(Form):
+    """One condition of the segment builder: a contact attribute and the value it must have."""
+
+    attribute = StringField("Attribute", validators=[Optional(), Length(max=64)])
+    value = StringField("Value", validators=[Length(max=500)])
+
+
 class ComposeForm(FlaskForm):
+    """A campaign: who (topic and segment) and what (a promotional template and a field for
+    each of its variables, added per template by admin.compose.compose_form)."""
+
     name = StringField("Name", validators=[DataRequired("Give the campaign a name."),
                                            Length(max=200)])
     topic = SelectField("Topic (who gets it: the topic's subscribers)",
                         validators=[DataRequired("Choose a topic.")])
-    template = SelectField("Template", validators=[DataRequired("Choose a template.")])
-    data = JsonObjectField("Data (JSON: the template's variables)", render_kw={"rows": 8})
-    segment = JsonObjectField(
-        'Segment (optional JSON, e.g. {"attributes": {"country": "DE"}})',
-        render_kw={"rows": 3},
-    )
+    template = SelectField("Template",
+                           validators=[DataRequired("Choose a template.")])
+    segment = FieldList(FormField(SegmentRowForm), min_entries=3, max_entries=20)
 
 
 class TestSendForm(FlaskForm):
@@ -119,3 +139,55 @@ class PasswordChangeForm(FlaskForm):
         DataRequired("Enter a new password."), Length(max=1024)])
     again = PasswordField("New password again", validators=[
         DataRequired("Enter the new password again."), EqualTo("new", "The two differ.")])
+
+
+# -- templates written in the console ------------------------------------------------------------
+
+class VariableForm(Form):
+    """One variable of a console template: its name in the template, a label, an example.
+
+    A sub-form (no CSRF token of its own: the template form's covers it)."""
+
+    name = StringField("Variable", validators=[
+        Optional(), Length(max=64),
+        Regexp(r"^[A-Za-z_][A-Za-z0-9_]*$",
+               message="A variable is letters, digits and _, not starting with a digit.")])
+    label = StringField("Label", validators=[Length(max=200)])
+    example = StringField("Example", validators=[Length(max=2000)])
+
+
+class TemplateForm(FlaskForm):
+    """The console's template editor; saving stores the next version."""
+
+    name = StringField("Name (used by the API and campaigns)", validators=[
+        DataRequired("Give the template a name."), Length(max=80)])
+    category = SelectField("Kind of mail", default="promotional")
+    description = StringField("Description (for the template list)",
+                              validators=[Length(max=500)])
+    subject = StringField("Subject", validators=[DataRequired("Write a subject."),
+                                                 Length(max=998)])
+    body_format = RadioField("Body written in", default="markdown")
+    body = TextAreaField("Body", validators=[DataRequired("Write the body."),
+                                             Length(max=200_000)],
+                         render_kw={"rows": 14, "spellcheck": "true"})
+    text_by_hand = BooleanField("Write the text part by hand (otherwise it is made from the "
+                                "body)")
+    text = TextAreaField("Text part", validators=[Length(max=200_000)],
+                         render_kw={"rows": 8})
+    variables = FieldList(FormField(VariableForm), min_entries=1, max_entries=50)
+    # The version the editor started from: saving over a newer one is refused.
+    base_version = HiddenField()
+
+    CATEGORIES = [
+        ("promotional", "Promotional: marketing to a topic's subscribers (footer and "
+                        "unsubscribe link added)"),
+        ("transactional", "Transactional: a reply to something the reader did (receipts)"),
+        ("notice", "Notice: a service notice (privacy policy changes)"),
+    ]
+    BODY_FORMATS = [("markdown", "Markdown"), ("html", "HTML")]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set here, not in the field: WTForms warns about tuple choices given to a field.
+        self.category.choices = self.CATEGORIES
+        self.body_format.choices = self.BODY_FORMATS

@@ -31,13 +31,12 @@ from werkzeug.wrappers import Response as BaseResponse
 from mailer import addresses
 from mailer.admin import forms, services
 from mailer.campaigns import services as campaigns
-from mailer.campaigns.models import UNFINISHED, Campaign, CampaignStatus
+from mailer.campaigns.models import UNFINISHED, CampaignStatus
 from mailer.errors import MailerError
 from mailer.extensions import db, limiter, login_manager
 from mailer.messages.mime import OutgoingMail
 from mailer.messages.render import Rendered
 from mailer.suppressions.services import suppressions_of
-from mailer.topics.services import list_topics, topics_by_slug
 
 log = logging.getLogger(__name__)
 
@@ -157,33 +156,6 @@ def dashboard() -> str:
                            campaigns=recent, counts=services.campaign_counts(recent))
 
 
-# -- templates ---------------------------------------------------------------------------------
-
-@blp.get("/templates")
-def templates() -> str:
-    return render_template("admin/templates.html", names=services.template_names())
-
-
-@blp.route("/templates/<name>", methods=["GET", "POST"])
-def template_preview(name: str) -> tuple[str, int]:
-    """One template rendered with sample data the marketer edits as JSON."""
-    if name not in services.template_names():
-        return render_template("admin/not_found.html", what="template"), 404
-    form = forms.TemplatePreviewForm()
-    if request.method == "GET":
-        form.data.data = services.sample_data(name)
-    rendered, problem, status = None, None, 200
-    if request.method == "GET" or form.validate_on_submit():
-        try:
-            rendered = services.preview_template(name, form.data.data)
-        except MailerError as exc:
-            problem, status = exc.message, 422
-    else:
-        status = 422
-    return render_template("admin/template_preview.html", name=name, form=form,
-                           preview=rendered, problem=problem), status
-
-
 # -- campaigns ---------------------------------------------------------------------------------
 
 @blp.get("/campaigns")
@@ -195,49 +167,6 @@ def campaign_list() -> str:
 
 def _mail_preview(mail: OutgoingMail | Rendered) -> dict[str, Any]:
     return {"subject": mail.subject, "html": mail.html, "text": mail.text}
-
-
-def _field_errors(form: FlaskForm, error: MailerError) -> None:
-    """Put a service's per-field messages next to the form's fields of the same name."""
-    for name, messages in (error.fields or {}).items():
-        field = getattr(form, name, None)
-        if field is not None and hasattr(field, "errors"):
-            field.errors = [*field.errors, *(messages if isinstance(messages, list)
-                                             else [str(messages)])]
-
-
-@blp.route("/campaigns/new", methods=["GET", "POST"])
-def compose() -> BaseResponse | tuple[str, int]:
-    """Compose: fill in, preview (as a sample subscriber gets it), then create the draft."""
-    form = forms.ComposeForm()
-    form.topic.choices = [("", "Choose a topic")] + [(t.slug, t.name) for t in list_topics()]
-    form.template.choices = [("", "Choose a template")] + [
-        (name, name) for name in services.template_names()]
-    preview, problem, notice = None, None, None
-    if form.validate_on_submit():
-        if not form.data.raw_data or not form.data.raw_data[0].strip():
-            form.data.data = services.sample_data(form.template.data)
-            form.data.raw_data = [services.pretty_json(form.data.data)]
-            notice = "The data was empty: it now holds the template's variables. Edit them."
-        try:
-            if request.form.get("action") == "create" and notice is None:
-                campaign = campaigns.create(form.name.data, form.topic.data, form.template.data,
-                                            form.data.data, form.segment.data)
-                db.session.commit()
-                flash("Draft saved. Send a test, then schedule it.", "notice")
-                return redirect(url_for("admin.campaign", campaign_id=campaign.public_id))
-            topic = topics_by_slug([form.topic.data], field="topic")[form.topic.data]
-            draft = Campaign(topic=topic, topic_id=topic.id, template=form.template.data,
-                             data=form.data.data,
-                             segment=campaigns.check_segment(form.segment.data))
-            preview = _mail_preview(campaigns.render_preview(draft))
-        except MailerError as exc:
-            db.session.rollback()
-            problem = exc.message
-            _field_errors(form, exc)
-    failed = request.method == "POST" and (problem is not None or bool(form.errors))
-    return render_template("admin/compose.html", form=form, preview=preview, problem=problem,
-                           notice=notice), 422 if failed else 200
 
 
 @blp.get("/campaigns/<campaign_id>")
@@ -373,7 +302,7 @@ def suppressions() -> tuple[str, int]:
 
 def register(app: Flask) -> None:
     # Sections in modules of their own add their views to `blp` when imported.
-    from mailer.admin import api_keys, reports, users  # noqa: F401
+    from mailer.admin import api_keys, compose, reports, templates, users  # noqa: F401
 
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)

@@ -1,20 +1,16 @@
-"""What the console does beyond the domain's own services: its users, and the counts,
-template lists and previews its pages show."""
+"""What the console does beyond the domain's own services: its users, and the counts its
+pages show. (Templates: messages.templates and messages.editing.)"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app
-from jinja2 import TemplateError, nodes
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -26,7 +22,6 @@ from mailer.database import utcnow
 from mailer.errors import Conflict, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.models import Message, MessageStatus
-from mailer.messages.render import TEMPLATE_NAME, Rendered, renderer
 from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
 
@@ -275,88 +270,6 @@ def describe_marks(rows: list[Suppression]) -> list[Mark]:
     return [Mark(row.reason, row.scope,
                  names.get(row.topic_id) if row.topic_id is not None else None, row.created_at)
             for row in rows]
-
-
-# -- templates ---------------------------------------------------------------------------------
-
-def template_names() -> list[str]:
-    """The sendable templates on the search path: folders with subject.txt and body.txt.
-
-    Folders starting with "_" are parts of other mails (the footers) and are left out.
-    """
-    names: set[str] = set()
-    for folder in renderer().search_path:
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if (entry.name.startswith("_") or not TEMPLATE_NAME.match(entry.name)
-                    or not (entry / "subject.txt").is_file()
-                    or not (entry / "body.txt").is_file()):
-                continue
-            names.add(entry.name)
-    return sorted(names)
-
-
-# Variables the service puts into the context of a mail; a sample leaves them out and a
-# preview fills them with examples.
-SERVICE_VARIABLES = ("brand_name", "unsubscribe_url", "preferences_url", "postal_address",
-                     "topic_name")
-TEMPLATE_PARTS = ("subject.txt", "body.txt", "body.html")
-
-
-def _parsed_parts(name: str) -> list[nodes.Template]:
-    env = renderer().env
-    parsed = []
-    for part in TEMPLATE_PARTS:
-        try:
-            source, _filename, _uptodate = env.loader.get_source(env, f"{name}/{part}")
-            parsed.append(env.parse(source))
-        except TemplateError:
-            continue
-    return parsed
-
-
-def sample_data(name: str) -> dict[str, Any]:
-    """Example data for a template: each variable it reads, as a placeholder to edit.
-
-    A variable a `{% for %}` walks over gets an empty list, so the first preview renders.
-    """
-    from jinja2 import meta
-
-    env = renderer().env
-    variables: set[str] = set()
-    iterated: set[str] = set()
-    for tree in _parsed_parts(name):
-        variables |= meta.find_undeclared_variables(tree)
-        for loop in tree.find_all(nodes.For):
-            iterated |= {node.name for node in loop.iter.find_all(nodes.Name)}
-            if isinstance(loop.iter, nodes.Name):
-                iterated.add(loop.iter.name)
-    variables -= set(SERVICE_VARIABLES) | set(env.globals)
-    return {var: [] if var in iterated else f"Sample {var.replace('_', ' ')}"
-            for var in sorted(variables)}
-
-
-def example_service_values() -> dict[str, str]:
-    """Examples for what the service adds to a promotional mail's context."""
-    config = current_app.config
-    base_url = config["MAILER_BASE_URL"]
-    return {
-        "brand_name": config.get("MAILER_BRAND_NAME", "mailer"),
-        "unsubscribe_url": f"{base_url}/unsubscribe/EXAMPLE",
-        "preferences_url": f"{base_url}/preferences/EXAMPLE",
-        "postal_address": config.get("MAILER_POSTAL_ADDRESS") or "(MAILER_POSTAL_ADDRESS)",
-        "topic_name": "Example topic",
-    }
-
-
-def preview_template(name: str, data: dict[str, Any]) -> Rendered:
-    """The template rendered with `data` over example service values; TemplateProblem if not."""
-    return renderer().render(name, {**example_service_values(), **data})
-
-
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 # -- time zones --------------------------------------------------------------------------------

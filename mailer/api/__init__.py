@@ -27,7 +27,16 @@ class NoSessionForTheApi(SecureCookieSessionInterface):
 
 def register_api(app: Flask) -> None:
     """Bind flask-smorest, register every resource, and install the request guards."""
-    from mailer.api import campaigns, contacts, inbound, messages, referrals, reports, topics
+    from mailer.api import (
+        campaigns,
+        contacts,
+        inbound,
+        messages,
+        referrals,
+        reports,
+        templates,
+        topics,
+    )
 
     app.config.setdefault("API_SPEC_OPTIONS", {})
     app.config["API_SPEC_OPTIONS"].update(
@@ -47,7 +56,7 @@ def register_api(app: Flask) -> None:
     )
     api.init_app(app)
     app.session_interface = NoSessionForTheApi()
-    for module in (contacts, topics, messages, referrals, campaigns, inbound, reports):
+    for module in (contacts, topics, messages, referrals, campaigns, inbound, reports, templates):
         # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
         csrf.exempt(module.blp)
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")

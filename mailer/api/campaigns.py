@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
-from mailer.api.docs import JSON_BODY, KEYED, RENDER, errors
+from mailer.api.docs import CATEGORY, JSON_BODY, KEYED, RENDER, errors
 from mailer.api.fields import StrictSchema
 from mailer.api.guards import require_scope
 from mailer.campaigns import services as campaigns
@@ -71,7 +71,7 @@ class CampaignCollection(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(CampaignCreateSchema)
     @blp.response(201, CampaignSchema)
-    @errors(blp, KEYED, JSON_BODY, RENDER)
+    @errors(blp, KEYED, JSON_BODY, RENDER, CATEGORY)
     def post(self, body: dict[str, Any]) -> Campaign:
         """Create a draft campaign; its template must render with its data."""
         campaign = campaigns.create(body["name"], body["topic"], body["template"], body["data"],

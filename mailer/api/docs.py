@@ -77,6 +77,14 @@ def errors(blp: Blueprint, *parts: Answers) -> Callable[[F], F]:
 
 
 # Operations that render a template (sends, campaigns, test sends).
+# Operations that send a template: the template decides the kind of mail.
+CATEGORY: Answers = {
+    422: "`category_mismatch`: `category` differs from the template's declared category "
+         "(the template decides the kind of mail), or the template is of a kind this "
+         "operation does not send (campaigns: promotional only; a notice; one of the "
+         "service's own mails). Nothing is queued or created.",
+}
+
 RENDER: Answers = {
     422: "`template_error`: no such template, or it does not render with `data`; "
          "`header_injection`: a line break in the subject; `not_configured`: a setting the "

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
-from mailer.api.docs import JSON_BODY, KEYED, RENDER, errors
+from mailer.api.docs import CATEGORY, JSON_BODY, KEYED, RENDER, errors
 from mailer.api.fields import StrictSchema
 from mailer.api.guards import IDEMPOTENCY_HEADER, require_scope
 from mailer.errors import MailerError, ValidationFailed
@@ -25,13 +25,17 @@ blp = Blueprint("messages", __name__, description="Sending mail and following it
 SECURITY = [{"bearerAuth": []}]
 MAX_BATCH = 500
 SENDABLE = [Category.TRANSACTIONAL, Category.PROMOTIONAL]
+SENDABLE_KINDS = frozenset(SENDABLE)
 
 
 class SendSchema(StrictSchema):
     to = fields.String(required=True, validate=validate.Length(min=1, max=254))
     template = fields.String(required=True, validate=validate.Length(min=1, max=100))
     data = fields.Dict(keys=fields.String(), load_default=dict)
-    category = fields.String(required=True, validate=validate.OneOf(SENDABLE))
+    category = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(SENDABLE),
+        metadata={"description": "optional: the template's declared category decides; when "
+                                 "given and different, 422 category_mismatch"})
     topic = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
 
 
@@ -77,7 +81,8 @@ def _idempotency_key() -> str | None:
 def _send(body: dict[str, Any]) -> Answer:
     message = messages.accept(
         SendRequest(to=body["to"], template=body["template"], data=body["data"],
-                    category=Category(body["category"]), topic=body["topic"]),
+                    category=Category(body["category"]) if body["category"] else None,
+                    topic=body["topic"], allowed_categories=SENDABLE_KINDS),
         api_key_id=g.api_key.id,
     )
     return Answer(202, {"id": message.public_id, "status": message.status})
@@ -116,7 +121,7 @@ class MessageCollection(MethodView):
     }])
     @blp.arguments(SEND_SCHEMA)
     @blp.response(202, AcceptedSchema)
-    @errors(blp, KEYED, JSON_BODY, RENDER, IDEMPOTENCY, {
+    @errors(blp, KEYED, JSON_BODY, RENDER, IDEMPOTENCY, CATEGORY, {
         422: "`recipient_suppressed`: the consent gate refuses the recipient (`reason` says "
              "why: not_subscribed, bounced, complained, unsubscribed, erased, blocked)."})
     def post(self, body: dict[str, Any]) -> Any:
@@ -135,7 +140,9 @@ class MessageBatch(MethodView):
     @blp.response(200, BatchResultSchema)
     @errors(blp, KEYED, JSON_BODY, IDEMPOTENCY)
     def post(self, body: dict[str, Any]) -> Any:
-        """Queue many mails: one result per item, in order; a bad item sinks no other."""
+        """Queue many mails: one result per item, in order; a bad item sinks no other.
+
+        An item's refusal (`category_mismatch` included) is in its result."""
 
         def produce() -> Answer:
             results = [_item_result(i, raw) for i, raw in enumerate(body["messages"])]

@@ -117,6 +117,29 @@ def _public_id(now: dt.datetime, rows: int) -> ColumnElement[str]:
     return prefix + place_hex + func.substr(random_hex, 1, RANDOM_DIGITS)
 
 
+def recipient_conditions(topic_id: int, segment: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """Who a campaign of the topic and segment reaches, over contacts joined to their
+    subscriptions: subscribed to the topic, in the segment, and allowed promotional mail of
+    the topic by the consent gate's own rule. The fan-out and the console's recipient count
+    both select with these."""
+    return [
+        Subscription.topic_id == topic_id,
+        gate.promotional_allowed(Contact.address_hash, topic_id,
+                                 subscription_state=Subscription.state),
+        *_segment_conditions(segment),
+    ]
+
+
+def count_recipients(topic_id: int, segment: dict[str, Any]) -> int:
+    """How many addresses a campaign of the topic and segment would reach if it fanned out
+    now (the fan-out's own selection; consent is checked again at delivery)."""
+    return db.session.scalar(
+        select(func.count()).select_from(Contact)
+        .join(Subscription, Subscription.contact_id == Contact.id)
+        .where(*recipient_conditions(topic_id, segment))
+    ) or 0
+
+
 def recipients_query(campaign: Campaign, low: int, high: int,
                      now: dt.datetime | None = None) -> Select[Any]:
     """The outbox rows (INSERT_COLUMNS) for the recipients among contacts low < id <= high."""
@@ -147,10 +170,7 @@ def recipients_query(campaign: Campaign, low: int, high: int,
             # PostgreSQL reads all of the topic's subscriptions for every batch.
             Subscription.contact_id > low,
             Subscription.contact_id <= high,
-            Subscription.topic_id == campaign.topic_id,
-            gate.promotional_allowed(Contact.address_hash, campaign.topic_id,
-                                     subscription_state=Subscription.state),
-            *_segment_conditions(campaign.segment or {}),
+            *recipient_conditions(campaign.topic_id, campaign.segment or {}),
         )
         # In the order of the (address_hash, campaign_id) index, the one index keyed on a
         # random value: the batch then walks it from end to end, each page read once,

@@ -12,14 +12,16 @@ from mailer.campaigns.models import UNFINISHED, Campaign, CampaignStatus
 from mailer.database import utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
+from mailer.messages import templates
 from mailer.messages.compose import Envelope, TopicInfo, compose
-from mailer.messages.models import Category, Message, MessageStatus
+from mailer.messages.models import Category, Message, MessageStatus, TemplateCategory
 from mailer.messages.services import (
     RecipientSuppressed,
     SendRequest,
     accept,
     new_public_id,
 )
+from mailer.messages.templates import CategoryMismatch, TemplateInfo
 from mailer.topics.models import Topic
 
 # Which transitions each action may make: draft → scheduled → running → paused ⇄ running →
@@ -66,16 +68,32 @@ def _sample_envelope(campaign_topic: Topic, template: str, data: dict[str, Any],
     )
 
 
+def campaign_template(name: str) -> TemplateInfo:
+    """The template a campaign may send: a promotional one (422 category_mismatch else)."""
+    info = templates.lookup(name, variables=False)
+    if info.category is not TemplateCategory.PROMOTIONAL or info.service is not None:
+        raise CategoryMismatch(
+            f"Campaigns send promotional templates only; '{info.name}' is "
+            f"{info.category.value}.",
+            fields={"template": [f"{info.name} is {info.category.value}, not promotional"]},
+            extra={"template_category": info.category.value},
+        )
+    return info
+
+
 def create(name: str, topic_slug: str, template: str, data: dict[str, Any],
            segment: dict[str, Any] | None) -> Campaign:
-    """A draft campaign; the template must render with the data now (422 otherwise)."""
+    """A draft campaign of a promotional template; the template must render with the data
+    now (422 otherwise). A console template's version is kept: the campaign sends the
+    version it was created with, however the template is edited later."""
     topic = db.session.scalar(select(Topic).where(Topic.slug == topic_slug))
     if topic is None:
         raise ValidationFailed(f"Unknown topic: {topic_slug}",
                                fields={"topic": [f"Unknown topic: {topic_slug}"]})
-    compose(_sample_envelope(topic, template, data))
+    reference = campaign_template(template).reference
+    compose(_sample_envelope(topic, reference, data))
     campaign = Campaign(public_id=new_public_id(), name=name, topic_id=topic.id, topic=topic,
-                        template=template, data=data, segment=check_segment(segment),
+                        template=reference, data=data, segment=check_segment(segment),
                         status=CampaignStatus.DRAFT, fanout_cursor=0, fanout_done=False,
                         recipients=0, unsubscribed=0)
     db.session.add(campaign)

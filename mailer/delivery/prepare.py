@@ -24,6 +24,7 @@ from mailer.delivery import outbox
 from mailer.delivery.outbox import Claimed, Outcome
 from mailer.errors import MailerError
 from mailer.extensions import db
+from mailer.messages import templates
 from mailer.messages.compose import Envelope, TopicInfo, compose
 from mailer.messages.dkim import DkimSigner
 from mailer.messages.mime import InvalidMail, build
@@ -105,6 +106,8 @@ def screen(batch: Sequence[Claimed], max_attempts: int,
         stage=Stage.DELIVERY,
     )
     topics = _topics({c.topic_id for c in candidates if c.topic_id is not None})
+    # Console templates' versions compiled here, so build_one() renders without the database.
+    templates.preload({c.template for c in candidates})
     mail_from = parseaddr(current_app.config.get("MAILER_FROM") or "")[1]
     pending: list[Pending] = []
     for claimed, decision in zip(candidates, decisions, strict=True):

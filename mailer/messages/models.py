@@ -129,3 +129,51 @@ class IdempotencyRecord(db.Model):
     response_status: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class TemplateCategory(enum.StrEnum):
+    """The kind of mail a template is, as its template.toml or console form declares it."""
+
+    TRANSACTIONAL = "transactional"
+    PROMOTIONAL = "promotional"
+    NOTICE = "notice"
+
+
+class BodyFormat(enum.StrEnum):
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
+class ConsoleTemplate(db.Model):
+    """One version of a template written in the console; editing adds the next version.
+
+    Rows are never changed: a campaign or queued mail names the version it was made with
+    (the reference "name@version"), so what it sends is what was previewed. `body_html` is
+    the body as sent (Markdown made HTML, then sanitized; Jinja in it as written) and
+    `body_text` the text part (written by hand, or made from the body).
+    """
+
+    __tablename__ = "console_templates"
+    __table_args__ = (
+        UniqueConstraint("name", "version"),
+        enum_check("category", TemplateCategory),
+        enum_check("body_format", BodyFormat),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    version: Mapped[int] = mapped_column(Integer)
+    category: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text)
+    body_format: Mapped[str] = mapped_column(String(8))
+    body_source: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    # NULL: the text part is made from the body.
+    text_source: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    # [{"name", "label", "example"}], in the form's order.
+    variables: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_by: Mapped[int | None] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="SET NULL"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

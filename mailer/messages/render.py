@@ -3,11 +3,17 @@
 A template NAME is a folder NAME/ holding subject.txt, body.txt and (optionally)
 body.html. Folders are searched in MAILER_TEMPLATE_DIR first, then the
 project's templates/email/.
+
+A template written in the console is rendered by its reference "NAME@VERSION" (see
+messages.templates, which turns a name into the reference it sends): the same sandbox,
+its HTML sanitized after rendering and set in the standard layout. Versions never change,
+so each is compiled once per process.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +32,12 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailer.errors import ValidationFailed
+from mailer.messages.authoring import layout, sanitize
 
 DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "email"
 TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+# A version of a template written in the console: "NAME@VERSION".
+CONSOLE_REFERENCE = re.compile(r"^([a-z0-9][a-z0-9_-]{0,79})@([1-9][0-9]{0,8})$")
 EXTENSION_KEY = "mailer.renderer"
 
 
@@ -67,6 +76,21 @@ class _Sandbox(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleSource:
+    """The Jinja sources of one version of a console template."""
+
+    subject: str
+    html: str
+    text: str
+
+
+def split_reference(reference: str) -> tuple[str, int] | None:
+    """(name, version) of a console reference "NAME@VERSION"; None for a plain name."""
+    match = CONSOLE_REFERENCE.match(reference)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
 class Renderer:
     """Renders template folders; compiled templates are cached by Jinja."""
 
@@ -84,6 +108,60 @@ class Renderer:
         # grow: like Jinja's own cache (auto_reload off), a found template stays found.
         self._found: set[str] = set()
         self._globals: dict[str, tuple[Template, dict[str, Any]]] = {}
+        # The same sandbox, escaping everything: a console body has no file name to say so.
+        self.html_env = self.env.overlay(autoescape=True)
+        # Console versions compiled: reference -> (subject, text, html).
+        self._console: dict[str, tuple[Template, Template, Template]] = {}
+        # Reads the sources of a console version from the database (messages.templates sets
+        # it); None when there is no such version.
+        self.console_loader: Callable[[str, int], ConsoleSource | None] | None = None
+
+    def remember(self, reference: str, source: ConsoleSource) -> None:
+        """Compile a console version once; its sources must be the version's, which never
+        change. A template error is a TemplateProblem."""
+        if reference in self._console:
+            return
+        try:
+            self._console[reference] = (self.env.from_string(source.subject),
+                                        self.env.from_string(source.text),
+                                        self.html_env.from_string(source.html))
+        except TemplateError as exc:
+            raise TemplateProblem(f"Template '{reference}' cannot be read: {exc}",
+                                  fields={"template": [str(exc)]}) from exc
+
+    def forget(self, reference: str) -> None:
+        """Drop a compiled draft (a preview of an unsaved version)."""
+        self._console.pop(reference, None)
+
+    def forget_console_versions(self) -> None:
+        """Drop every compiled console version (for a database emptied under a running
+        process, as between tests; in a kept database a version never changes)."""
+        self._console.clear()
+
+    def knows(self, reference: str) -> bool:
+        """True when this console version is compiled already."""
+        return reference in self._console
+
+    def _console_parts(self, reference: str) -> tuple[Template, Template, Template] | None:
+        if reference not in self._console:
+            split = split_reference(reference)
+            source = (self.console_loader(*split)
+                      if split is not None and self.console_loader is not None else None)
+            if source is None:
+                return None
+            self.remember(reference, source)
+        return self._console[reference]
+
+    def _render_console(self, reference: str, context: dict[str, Any]) -> Rendered:
+        parts = self._console_parts(reference)
+        if parts is None:
+            raise TemplateProblem(f"Unknown template '{reference}'.",
+                                  fields={"template": [f"Unknown template: {reference}"]})
+        subject_template, text_template, html_template = parts
+        subject = subject_template.render(context).strip()
+        text = text_template.render(context)
+        body = sanitize(html_template.render(context))
+        return Rendered(subject=subject, text=text, html=layout(body, subject))
 
     def exists(self, name: str) -> bool:
         """True when a folder `name` with subject.txt and body.txt is on the search path."""
@@ -119,14 +197,20 @@ class Renderer:
         raise AssertionError("unreachable: handle_exception always raises")
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
-        """Render subject, text and HTML; any problem raises TemplateProblem naming it."""
-        if not self.exists(name):
+        """Render subject, text and HTML of a template folder or a console reference
+        ("NAME@VERSION"); any problem raises TemplateProblem naming it."""
+        console = "@" in name or name in self._console
+        if not console and not self.exists(name):
             raise TemplateProblem(f"Unknown template '{name}'.",
                                   fields={"template": [f"Unknown template: {name}"]})
         try:
-            subject = self.part(name, "subject.txt", context) or ""
-            text = self.part(name, "body.txt", context) or ""
-            html = self.part(name, "body.html", context)
+            if console:
+                rendered = self._render_console(name, context)
+                subject, text, html = rendered.subject, rendered.text, rendered.html
+            else:
+                subject = self.part(name, "subject.txt", context) or ""
+                text = self.part(name, "body.txt", context) or ""
+                html = self.part(name, "body.html", context)
         except UndefinedError as exc:
             raise TemplateProblem(f"Template '{name}' needs data it was not given: {exc.message}",
                                   fields={"data": [exc.message or "missing variable"]}) from exc
@@ -148,7 +232,12 @@ def init_app(app: Flask) -> None:
     extra = app.config.get("MAILER_TEMPLATE_DIR")
     if extra:
         path.insert(0, Path(extra))
-    app.extensions[EXTENSION_KEY] = Renderer(path)
+    templates = Renderer(path)
+    # Imported here: the catalogue reads the database and imports this module.
+    from mailer.messages.templates import load_console_source
+
+    templates.console_loader = load_console_source
+    app.extensions[EXTENSION_KEY] = templates
 
 
 def renderer() -> Renderer:

@@ -19,6 +19,7 @@ from mailer.consent.gate import Stage
 from mailer.database import utcnow
 from mailer.errors import Conflict, MailerError, NotFound, ValidationFailed
 from mailer.extensions import db
+from mailer.messages import templates
 from mailer.messages.compose import Envelope, TopicInfo, compose, sender_address
 from mailer.messages.models import Category, IdempotencyRecord, Message, MessageStatus
 from mailer.topics.models import Topic
@@ -44,11 +45,16 @@ class SendRequest:
     to: str
     template: str
     data: dict[str, Any]
-    category: Category
+    # The kind of mail the caller means; the template decides (templates.kind_of_mail):
+    # None takes the template's, another than the template's is refused.
+    category: Category | None = None
     topic: str | None = None
     # A campaign's test mail: promotional mail of the topic for the gate, with "[TEST]"
     # before the subject (see compose.Envelope.test).
     test: bool = False
+    # The kinds of mail this caller may send at all (the API: transactional and
+    # promotional); None: the service's own code, which may send its own mails.
+    allowed_categories: frozenset[Category] | None = None
 
 
 def new_public_id() -> str:
@@ -74,13 +80,20 @@ def _topic(slug: str | None, category: Category) -> Topic | None:
 
 
 def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
-    """Queue one mail, or raise: bad address, unknown template or data it lacks, missing
-    settings, or a recipient the consent gate refuses. Nothing is stored on refusal."""
+    """Queue one mail, or raise: bad address, unknown template or data it lacks, a category
+    other than the template's (category_mismatch), missing settings, or a recipient the
+    consent gate refuses. Nothing is stored on refusal.
+
+    The row names the template's reference: a console template's version is kept, so the
+    worker renders what was accepted however the template is edited meanwhile.
+    """
     try:
         to_address = addresses.normalize(request.to)
     except addresses.InvalidAddress as exc:
         raise ValidationFailed(str(exc), fields={"to": [str(exc)]}) from exc
-    topic = _topic(request.topic, request.category)
+    template = templates.lookup(request.template, variables=False)
+    category = templates.kind_of_mail(template, request.category, request.allowed_categories)
+    topic = _topic(request.topic, category)
     address_hash = addresses.keyed_hash(to_address)
     public_id = new_public_id()
     sender_address()
@@ -88,18 +101,18 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
     # failure in the worker.
     compose(Envelope(
         public_id=public_id, to_address=to_address, address_hash=address_hash,
-        category=request.category, template=request.template, data=request.data,
+        category=category, template=template.reference, data=request.data,
         topic=TopicInfo(topic.id, topic.slug, topic.name) if topic else None,
         test=request.test,
     ))
-    decision = gate.check(address_hash, request.category, topic.id if topic else None,
+    decision = gate.check(address_hash, category, topic.id if topic else None,
                           stage=Stage.ACCEPT, template=request.template)
     if not decision.allowed:
         raise RecipientSuppressed(decision.reason or "refused")
     now = utcnow()
     message = Message(
-        public_id=public_id, category=request.category.value,
-        topic_id=topic.id if topic else None, template=request.template, data=request.data,
+        public_id=public_id, category=category.value,
+        topic_id=topic.id if topic else None, template=template.reference, data=request.data,
         to_address=to_address, address_hash=address_hash, status=MessageStatus.QUEUED.value,
         attempts=0, due_at=now, api_key_id=api_key_id, is_test=request.test, created_at=now,
         updated_at=now,

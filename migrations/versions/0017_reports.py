@@ -9,7 +9,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0017'
-down_revision = "0013"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

@@ -249,7 +249,9 @@ def test_a_template_preview_renders_sample_data_into_subject_html_and_text(conso
     page = console.get("/admin/templates/newsletter")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
-    assert "Sample headline" in html and "sandbox" in html and "srcdoc=" in html
+    # The template.toml's examples, at desktop and phone widths, with the real footer.
+    assert "New arrivals this week" in html and "sandbox" in html and "srcdoc=" in html
+    assert "Phone (390 px)" in html and "/unsubscribe/" in html
     edited = post(console, "/admin/templates/newsletter", {"data": json.dumps(
         {"headline": "Spring <b>sale</b>", "intro": "Strings", "items": [{"name": "Harp"}]})},
         form_page="/admin/templates/newsletter")
@@ -280,8 +282,10 @@ def test_an_unknown_template_is_404(console):
 
 def compose(console, action: str, **fields):
     data = {"name": "Winter", "topic": "news", "template": "newsletter",
-            "data": json.dumps(NEWS), "segment": "", "action": action, **fields}
-    return post(console, "/admin/campaigns/new", data, form_page="/admin/campaigns/new")
+            "var_headline": NEWS["headline"], "var_intro": NEWS["intro"], "action": action,
+            **fields}
+    return post(console, "/admin/campaigns/new", data,
+                form_page="/admin/campaigns/new?template=newsletter")
 
 
 def test_compose_previews_then_creates_a_draft(console, make_topic):
@@ -294,7 +298,8 @@ def test_compose_previews_then_creates_a_draft(console, make_topic):
     assert 'value="create"' in html
     assert db.session.scalar(select(Campaign)) is None  # a preview stores nothing
 
-    created = compose(console, "create", segment='{"attributes": {"country": "DE"}}')
+    created = compose(console, "create", **{"segment-0-attribute": "country",
+                                            "segment-0-value": "DE"})
     assert created.status_code == 302
     campaign = db.session.scalar(select(Campaign))
     assert created.headers["Location"] == page_of(campaign.public_id)
@@ -305,21 +310,12 @@ def test_compose_previews_then_creates_a_draft(console, make_topic):
     assert "Draft saved" in page and "Winter sale" in page
 
 
-def test_compose_with_empty_data_fills_in_the_template_variables(console, make_topic):
-    make_topic("news", double_opt_in=False)
-    response = compose(console, "create", data="")
-    html = response.get_data(as_text=True)
-    assert response.status_code == 200
-    assert "holds the template&#39;s variables" in html and "Sample headline" in html
-    assert db.session.scalar(select(Campaign)) is None
-
-
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"data": "{nope"}, "Not valid JSON"),
-    ({"data": '{"intro": "x"}'}, "needs data it was not given"),
-    ({"segment": '{"country": "DE"}'}, "A segment is"),
+    ({"var_items": "[{nope"}, "Not valid JSON"),
+    ({"var_headline": ""}, "Fill in every field the template needs: Headline"),
+    ({"segment-0-attribute": "x" * 65, "segment-0-value": "1"}, "Field cannot be longer"),
     ({"topic": "unknown"}, "Not a valid choice"),
-    ({"data": '{"headline": "4111 1111 1111 1111", "intro": "x"}'}, "card number"),
+    ({"var_headline": "4111 1111 1111 1111"}, "card number"),
 ])
 def test_compose_shows_problems_on_the_page(console, make_topic, fields, message):
     make_topic("news", double_opt_in=False)

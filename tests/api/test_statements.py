@@ -96,8 +96,10 @@ def test_a_transactional_send_stays_within_its_budget(client, auth):
     with statements() as sent:
         response = client.post(MESSAGES, json={**body, "to": "other@example.com"}, headers=auth)
     assert response.status_code == 202
-    # The recipient's marks (the consent gate), then the outbox row.
-    assert len(sent) <= 2, sent
+    # Whether the console has a template of that name (its newest version would win over the
+    # folder, and decides the kind of mail), the recipient's marks (the consent gate), then
+    # the outbox row.
+    assert len(sent) <= 3, sent
 
 
 def test_a_refused_send_leaves_the_session_able_to_open_savepoints(client, auth, make_topic):
