@@ -249,6 +249,8 @@ def _unsubscribe_loaded(target: LinkTarget, scope: Scope, source: ConsentSource)
             topics = [s.topic for s in contact.subscriptions
                       if s.state != SubscriptionState.UNSUBSCRIBED]
             consent.unsubscribe(contact, topics, source=source)
+            # "Everything" says "no partner sharing" too (CONSENT.md: `left` withdraws it).
+            consent.set_partner_sharing(contact, False, source=source)
         suppressions.suppress(target.address_hash, Reason.LEFT, source=source,
                               contact_id=contact.id if contact else None)
     elif topic is None:
