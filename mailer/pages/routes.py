@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 
 from flask import Blueprint, Flask, Response, current_app, make_response, render_template, request
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
 
 from mailer.consent import confirmation, preferences
 from mailer.consent.models import ConsentSource, SubscriptionState
@@ -84,12 +86,22 @@ def confirm_post(token: str) -> tuple[str, int] | str:
     except (TokenInvalid, LookupError):
         return _invalid_link()
     form = forms.ConfirmForm()
-    if not form.validate_on_submit():
+    if not _csrf_token_valid():
         return render_template("pages/confirm.html", form=forms.ConfirmForm(formdata=None),
                                asked=asked, token=token, stale=True), 400
     confirmed = confirmation.confirm(token, share=bool(form.partner_sharing.data))
     db.session.commit()
     return _confirmed_page(confirmed.contact)
+
+
+def _csrf_token_valid() -> bool:
+    """Whether the POST carries the CSRF token of this session (checked here, not through
+    `g.csrf_valid`, which CSRFProtect sets for the other forms: the view is exempt from it)."""
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return False
+    return True
 
 
 def _confirm_expired(token: str) -> tuple[str, int]:
