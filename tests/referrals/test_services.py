@@ -76,7 +76,9 @@ def test_a_referral_queues_one_mail_and_quarantines_the_friend_without_a_contact
     assert mark is not None and mark.topic_id is None
     assert abs((utcnow() - mark.created_at).total_seconds()) < 60
     [row] = db.session.scalars(select(Referral)).all()
-    assert row.sender_hash == addresses.hash_of(SENDER)
+    # The cap's key: the calling service's API key (0 here) and the sender, hashed.
+    assert row.sender_hash == addresses.keyed_hash(
+        referrals.api_sender_key(0, addresses.normalize(SENDER)))
     assert row.friend_hash == addresses.hash_of(FRIEND)
 
 
@@ -87,7 +89,8 @@ def test_addresses_are_normalized_and_the_sender_name_defaults_to_a_friend():
     assert message.to_address == FRIEND
     assert message.data["sender_name"] == referrals.DEFAULT_SENDER_NAME == "A friend"
     assert message.data["note"] == ""
-    assert db.session.scalar(select(Referral.sender_hash)) == addresses.hash_of(SENDER)
+    assert db.session.scalar(select(Referral.sender_hash)) == addresses.keyed_hash(
+        referrals.api_sender_key(0, addresses.normalize(SENDER)))
 
 
 def test_the_delivery_stage_lets_the_quarantined_friend_get_the_mail_accept_would_refuse():
