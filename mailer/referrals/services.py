@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from mailer.extensions import db, limiter
 from mailer.messages.compose import postal_address, sender_address
 from mailer.messages.services import RecipientSuppressed, SendRequest, accept
 from mailer.referrals.models import Referral
+from mailer.referrals.top_level_domains import TOP_LEVEL_DOMAINS
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 
@@ -60,18 +62,49 @@ ITEM_NAME, ITEM_URL, NOTE = "item_name", "item_url", "note"
 # A link in any free text (name, item name, note) would make the form a relay for arbitrary
 # links: the text goes into the Subject and both parts, and mail clients turn text like this
 # into links even in the plain-text part. Refused: anything with a scheme (`http://`,
-# `mailto:`, ...), `www.`, a host name followed by a path (`evil.example/win`), a bare host
-# name under a TLD that clients link on sight (`evil.com`), and an address. Obfuscated forms
-# ("evil dot com") are not links any client makes clickable.
-_COMMON_TLDS = ("com|net|org|info|biz|io|co|me|xyz|top|online|site|shop|store|click|link|app|"
-                "dev|ru|cn|tk|ml|ga|cf|gq|de|uk|fr|nl|eu|us|ly|to|gl|cc|ws|su")
-# Each label ends at its dot, so the search stays linear in the text's length. An address
-# (`x@evil.example`) counts too: clients make it a mailto: link.
+# `hxxp://`, `mailto:`, ...), `www.`, a host name followed by a path (`evil.example/win`), a
+# bare host name under any top-level domain of the DNS root (`evil.com`, `evil.page`,
+# `x.vip`, `xn--...`), and an address. The text is read as a mail client (or a person
+# retyping it) would: full-width and ideographic dots count as dots (IDNA maps them so),
+# invisible characters are dropped, and the defanged `evil[.]page`, `evil(dot)page` and
+# `hxxp` count as what they spell. A word with a dot whose last part is no top-level domain
+# (`Node.js`, `e.g.`, `2.5`) is ordinary text; so is "evil dot com", which no client links.
 _LINK_IN_TEXT = re.compile(
-    rf"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.|(?:mailto|javascript|data|tel|sms):(?=\S)"
-    rf"|(?:[a-z0-9-]+\.)+(?:[a-z]{{2,63}}/|(?:{_COMMON_TLDS})\b))"
-    rf"|[^\s@]@(?:[a-z0-9-]+\.)+[a-z]{{2,63}}"
+    r"\b(?:[a-z][a-z0-9+.-]*://|www\.|(?:mailto|javascript|data|tel|sms|hxxps?):(?=\S)"
+    r"|hxxps?\b"
+    # Each label ends at its dot, so the search stays linear in the text's length.
+    r"|(?:[\w-]+\.)+[^\W\d_]{2,63}/)"
+    # An address (`x@evil.example`) counts too: clients make it a mailto: link.
+    r"|[^\s@]@(?:[\w-]+\.)+[^\W\d_]{2,63}"
 )
+# A run of host-name characters: labels and dots, read whole and split (no backtracking).
+_HOST_LIKE = re.compile(r"[\w.-]+")
+# Dots that IDNA maps to a full stop (the full-width one is already one after NFKC).
+_DOTS = str.maketrans({"\u3002": ".", "\uff61": ".", "\uff0e": "."})
+# `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`: a dot written so that no client links it, until a
+# person retypes it; `[:]` likewise for the colon of a scheme.
+_DEFANGED_DOT = re.compile(r"\s*[\[({]\s*(?:\.|dot)\s*[\])}]\s*", re.IGNORECASE)
+_DEFANGED_COLON = re.compile(r"[\[({]:[\])}]")
+
+
+def _as_a_client_reads(text_value: str) -> str:
+    """The text with look-alike dots, invisible characters and defanging undone, lower-case."""
+    text_value = unicodedata.normalize("NFKC", text_value).translate(_DOTS)
+    text_value = "".join(c for c in text_value if unicodedata.category(c) != "Cf")
+    text_value = _DEFANGED_COLON.sub(":", _DEFANGED_DOT.sub(".", text_value))
+    return text_value.lower()
+
+
+def _names_a_host(token: str) -> bool:
+    """True when `token` (letters, digits, `_`, `-` and dots) is a host name under a
+    top-level domain of the DNS root: `evil.page`, `shop.example.co.uk.`."""
+    labels = token.strip(".-").split(".")
+    if len(labels) < 2 or not all(labels):
+        return False
+    last = labels[-1]
+    return last in TOP_LEVEL_DOMAINS or last.startswith("xn--")
+
+
 # PostgreSQL advisory lock namespaces ("REF1", "REF2"): one sender, one friend at a time.
 _SENDER_LOCK, _FRIEND_LOCK = 0x52454631, 0x52454632
 
@@ -130,8 +163,12 @@ def is_shop_url(url: str) -> bool:
 
 
 def holds_link(text_value: str) -> bool:
-    """True when mail clients could turn part of `text_value` into a link (see _LINK_IN_TEXT)."""
-    return _LINK_IN_TEXT.search(text_value) is not None
+    """True when mail clients could turn part of `text_value` into a link, or a person could
+    by retyping it (see _LINK_IN_TEXT)."""
+    read = _as_a_client_reads(text_value)
+    if _LINK_IN_TEXT.search(read) is not None:
+        return True
+    return any(_names_a_host(token.group()) for token in _HOST_LIKE.finditer(read))
 
 
 def _no_links(label: str) -> str:

@@ -408,6 +408,29 @@ def test_ordinary_text_with_dots_and_colons_is_not_taken_for_a_link(name, item_n
     assert (checked.sender_name, checked.item_name, checked.note) == (name, item_name, note)
 
 
+@pytest.mark.parametrize("text_value", [
+    # Issue 15: a short list of top-level domains let these through.
+    "see evil.page", "win at x.vip", "evil.zip", "shop.example.co.uk.", "EVIL.Page",
+    # Dots a client (IDNA) or a person reading it takes for a dot.
+    "evil\uff0epage", "evil\u3002page", "\uff45\uff56\uff49\uff4c\uff0e\uff50\uff41\uff47\uff45",
+    "evil\u200b.page",  # an invisible character inside
+    # Defanged links, which a person makes whole by retyping them.
+    "evil[.]page", "evil(dot)page", "hxxp evil page", "hxxps[:]//evil[.]example",
+    "xn--80ak6aa92e.xn--p1ai",
+])
+def test_anything_that_looks_like_a_link_is_refused_whatever_its_top_level_domain(text_value):
+    assert referrals.holds_link(text_value)
+
+
+@pytest.mark.parametrize("text_value", [
+    "Node.js Handbook", "i.e. the U.S. version, e.g. the red one", "See you at 10 a.m.!",
+    "It costs 3.50 \u20ac, ok?", "Thanks... really!", "Version 2.0 is out. Enjoy",
+    "evil dot com (no client links this)", "Dr. No, Vol. 2",
+])
+def test_ordinary_sentences_are_not_links(text_value):
+    assert not referrals.holds_link(text_value)
+
+
 def test_finding_links_stays_fast_on_the_longest_texts():
     # The pattern must not backtrack badly on text built to make it try every split.
     import time
