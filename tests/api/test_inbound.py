@@ -340,3 +340,15 @@ def test_the_endpoint_is_in_the_openapi_document(client):
     operation = client.get("/api/v1/openapi.json").get_json()["paths"][INBOUND]["post"]
     assert "message/rfc822" in operation["requestBody"]["content"]
     assert operation["security"] == [{"bearerAuth": []}]
+    # The error codes of issue 15, with what they mean now.
+    refused = operation["responses"]["422"]["description"]
+    assert "`no_recipient`" in refused and "Message-ID" in refused
+    assert "`forbidden`" in operation["responses"]["403"]["description"]
+    assert "only when it is named" in operation["description"]
+
+
+def test_the_openapi_document_says_what_partner_sharing_true_does(client):
+    schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    for name in ("ContactCreate", "ContactPatch"):
+        described = schemas[name]["properties"]["partner_sharing"]["description"]
+        assert "only asks" in described and "withdraws" in described
