@@ -484,6 +484,7 @@ def refer_friend(client, auth, friend: str = FRIEND) -> None:
         "sender_email": "buyer55@example.com", "recipient_email": friend,
         "data": {"item_name": "Guitar", "item_url": "http://127.0.0.1:5000/items/guitar"}})
     assert response.status_code == 202, response.get_data(as_text=True)
+    response.close()  # the referral is queued once the answer has gone out
     assert client.get(url(friend), headers=auth).status_code == 404  # not a contact
 
 
