@@ -1,10 +1,13 @@
 """Find payment card numbers in any data the service is handed, so it can refuse to keep them.
 
 The privacy policy promises card numbers are never stored. A card number here
-is 13 to 19 digits, written together or in groups split by single spaces or
-dashes, that passes the Luhn check. Inside a longer run of digit groups, every
-stretch of whole groups is checked too, so "4111 1111 1111 1111 12/25" is
-caught; one unbroken run of more than 19 digits (a tracking number) is not.
+is 13 to 19 digits, written together or in groups split by what people type
+between groups: spaces of any kind (also no-break and thin ones, tabs), dashes
+and hyphens of any kind, dots, underscores, slashes and middle dots, up to three
+of them together ("4111 - 1111"), that passes the Luhn check. Inside a longer run
+of digit groups, every stretch of whole groups is checked too, so
+"4111 1111 1111 1111 12/25" is caught; one unbroken run of more than 19 digits
+(a tracking number) is not.
 """
 
 from __future__ import annotations
@@ -15,9 +18,15 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+# What people type between the groups of a card number: whitespace within a line (any
+# Unicode space), the dashes and hyphens of Unicode (U+2010 to U+2015, the minus sign,
+# full-width and small ones), dots (also full-width and ideographic), underscores, slashes
+# and middle dots.
+_SEPARATOR = (r"(?:[^\S\r\n]|[\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d._\uff0e\u3002\uff3f/"
+              r"\uff0f\u00b7\u2027\u30fb])")
 # \d is any Unicode digit: a card number typed in full-width digits is still one.
-_DIGIT_RUN = re.compile(r"(?<![\d])\d+(?:[ -]\d+)*(?![\d])")
-_GROUP_SEPARATOR = re.compile(r"[ -]")
+_DIGIT_RUN = re.compile(rf"(?<![\d])\d+(?:{_SEPARATOR}{{1,3}}\d+)*(?![\d])")
+_GROUP_SEPARATOR = re.compile(rf"{_SEPARATOR}{{1,3}}")
 MIN_DIGITS, MAX_DIGITS = 13, 19
 
 

@@ -33,7 +33,8 @@ def _check_installation() -> None:
 @click.argument("name")
 @click.option(
     "--scope", "scopes", multiple=True, type=click.Choice(sorted(apikeys.SCOPES)),
-    help="A scope the key gets (repeatable). With none, the key gets every scope.",
+    help="A scope the key gets (repeatable). With none, the key gets every scope except "
+         "inbound:write, which is given only when named.",
 )
 def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
     """Create an API key; the key is printed alone on the last line and never stored."""

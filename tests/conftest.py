@@ -111,7 +111,7 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def api_key() -> str:
     """A key holding every scope."""
-    _row, key = apikeys.issue("tests")
+    _row, key = apikeys.issue("tests", list(apikeys.SCOPES))  # every scope, inbound:write too
     db.session.commit()
     return key
 

@@ -28,6 +28,19 @@ def luhn_complete(body: str) -> str:
         "4111111111111111 12/25",  # number and expiry written together
         "6011111111111117",
         "4222222222222",  # 13 digits
+        # Every separator a person types between groups (issue 15: dots and underscores
+        # were missed), and a few of them together.
+        "4111.1111.1111.1111",
+        "4111_1111_1111_1111",
+        "4111/1111/1111/1111",
+        "4111\u00b71111\u00b71111\u00b71111",
+        "4111 \u2013 1111 \u2013 1111 \u2013 1111",
+        "4111\u00a01111\u00a01111\u00a01111",  # no-break spaces
+        "4111\t1111\t1111\t1111",
+        "4111  1111  1111  1111",
+        # full-width digits and dots
+        "\uff14\uff11\uff11\uff11" + "\uff0e\uff11\uff11\uff11\uff11" * 3,
+        "card 4111-1111.1111_1111 thanks",
     ],
 )
 def test_card_numbers_are_found(text):
@@ -44,6 +57,10 @@ def test_card_numbers_are_found(text):
         "2026-11-25",
         "",
         "no digits at all",
+        "version 1.2.3.4.5.6.7.8.9.10.11",
+        "1.234.567,89 €",
+        "12/25/2026 10:30",
+        "order 4111 1111\n1111 1111 (two lines, two numbers)",
     ],
 )
 def test_other_digits_are_not_card_numbers(text):
@@ -59,7 +76,7 @@ def test_nested_values_and_keys_and_numbers_are_searched():
 
 @given(
     body=st.text(alphabet="0123456789", min_size=12, max_size=18),
-    separator=st.sampled_from(["", " ", "-"]),
+    separator=st.sampled_from(["", " ", "-", ".", "_", "/", " - ", "\u2013", "\u00a0"]),
     prefix=st.text(alphabet=st.characters(blacklist_categories=("Nd",)), max_size=20),
 )
 def test_any_luhn_valid_number_of_13_to_19_digits_is_found(body, separator, prefix):

@@ -36,13 +36,25 @@ def test_create_api_key_prints_the_key_last_and_stores_only_its_hash(app, client
     assert denied.status_code == 403
 
 
-def test_create_api_key_without_scope_gets_every_scope(app):
+def test_create_api_key_without_scope_gets_every_scope_but_inbound(app, client):
+    """A key made without --scope cannot hand in reports (they mark addresses): a calling
+    service that only sends mail must not be able to stop someone's mail (issue 15)."""
     from mailer.apikeys.services import SCOPES
 
     result = run_flask(app, "mailer", "create-api-key", "all")
     assert result.returncode == 0, result.stderr
     row = db.session.scalar(select(ApiKey).where(ApiKey.name == "all"))
-    assert sorted(row.scopes) == sorted(SCOPES)
+    assert sorted(row.scopes) == sorted(set(SCOPES) - {"inbound:write"})
+    key = result.stdout.strip().splitlines()[-1]
+    report = client.post("/api/v1/inbound", data=b"From: a@example.com\r\n\r\nx",
+                         headers={"Authorization": f"Bearer {key}",
+                                  "Content-Type": "message/rfc822"})
+    assert report.status_code == 403
+
+    named = run_flask(app, "mailer", "create-api-key", "bounces", "--scope", "inbound:write")
+    assert named.returncode == 0, named.stderr
+    row = db.session.scalar(select(ApiKey).where(ApiKey.name == "bounces"))
+    assert row.scopes == ["inbound:write"]
 
 
 def test_create_api_key_refuses_an_unknown_scope(app):

@@ -31,6 +31,11 @@ HELD = {404: "`contact_not_found`: nothing at all is held about the address: no 
              "mark, consent event or mail."}
 
 
+SHARING = ("false withdraws partner sharing at once; true only asks for it: the address is "
+           "mailed a confirmation link and the contact reads false until its owner grants it "
+           "there")
+
+
 class ContactCreateSchema(StrictSchema):
     email = Email(required=True)
     topics = fields.List(
@@ -44,14 +49,14 @@ class ContactCreateSchema(StrictSchema):
     )
     partner_sharing = strict_boolean(
         load_default=None,
-        metadata={"description": "true only if the address opted in to partner sharing"},
+        metadata={"description": SHARING},
     )
     attributes = attributes_field(load_default=None)
 
 
 class ContactPatchSchema(StrictSchema):
     attributes = attributes_field()
-    partner_sharing = strict_boolean()
+    partner_sharing = strict_boolean(metadata={"description": SHARING})
     subscriptions = fields.Dict(
         keys=fields.String(validate=validate.Length(min=1, max=64)),
         values=fields.String(
@@ -118,15 +123,23 @@ KEY_LIMITED = {429: "`rate_limited`: the key has used up MAILER_API_CONTACT_LIMI
                     "`Retry-After` says when to try again."}
 
 
-def _send_confirmation(contact: Contact, topics: list[Topic]) -> None:
-    """Queue the confirmation mail the request causes, within the key's limit of them: over
-    it, the request's changes are rolled back and it is 429 (KeyLimitReached)."""
-    if confirmation.send_confirmation(contact, topics):
+def _send_confirmation(contact: Contact, topics: list[Topic], *, partner_sharing: bool) -> None:
+    """Queue the confirmation mail the request causes (for pending topics and, with
+    `partner_sharing`, the sharing grant), within the key's limit of them: over it, the
+    request's changes are rolled back and it is 429 (KeyLimitReached)."""
+    if confirmation.send_confirmation(contact, topics, partner_sharing=partner_sharing):
         try:
             key_limits.take(key_limits.CONFIRMATIONS, g.api_key.id)
         except key_limits.KeyLimitReached:
             db.session.rollback()
             raise
+
+
+def _withdrawn_only(partner_sharing: bool | None) -> bool | None:
+    """What a calling service's `partner_sharing` does at once: false withdraws it; true only
+    asks for it (the address grants it on the page of the confirmation link mailed to it, see
+    CONSENT.md), so it leaves the contact's current choice as it is until then."""
+    return False if partner_sharing is False else None
 
 
 @blp.route("")
@@ -149,11 +162,13 @@ class ContactCollection(MethodView):
             body["email"],
             topics=body["topics"],
             source=body["source"],
-            partner_sharing=body["partner_sharing"],
+            partner_sharing=_withdrawn_only(body["partner_sharing"]),
             attributes=body["attributes"],
             email_is_normalized=True,  # the Email field did it
         )
-        _send_confirmation(result.contact, result.outcome.needs_confirmation)
+        _send_confirmation(
+            result.contact, result.outcome.needs_confirmation,
+            partner_sharing=body["partner_sharing"] is True and not result.contact.partner_sharing)
         return _commit_and_answer(result.contact, 201 if result.created else 200)
 
 
@@ -178,10 +193,12 @@ class ContactItem(MethodView):
         outcome = contacts.update(
             contact,
             attributes=body.get("attributes"),
-            partner_sharing=body.get("partner_sharing"),
+            partner_sharing=_withdrawn_only(body.get("partner_sharing")),
             subscriptions=body.get("subscriptions"),
         )
-        _send_confirmation(contact, outcome.needs_confirmation)
+        _send_confirmation(
+            contact, outcome.needs_confirmation,
+            partner_sharing=body.get("partner_sharing") is True and not contact.partner_sharing)
         return _commit_and_answer(contact, 200)
 
     @require_scope("contacts:write")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import marshmallow as ma
+from flask import after_this_request, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -13,7 +15,7 @@ from mailer.api.docs import JSON_BODY, KEYED, errors
 from mailer.api.fields import Email, StrictSchema
 from mailer.api.guards import require_scope
 from mailer.errors import ValidationFailed
-from mailer.extensions import db
+from mailer.pages.mailing import after_the_answer
 from mailer.referrals import services as referrals
 
 URL_PREFIX = "/referrals"
@@ -82,14 +84,22 @@ class ReferralCollection(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Recommend an item to a friend: one mail, then the friend is quarantined.
 
-        Always 202 `{"status": "accepted"}` for valid input: whether the mail was queued or
-        dropped (the sender's daily cap, one referral per friend per 30 days, a friend who
-        may not receive it) is never told.
+        Always 202 `{"status": "accepted"}` for valid input, in the same time: the limits and
+        the consent gate run after the answer, so whether the mail was queued or dropped (the
+        sender's daily cap, one referral per friend per 30 days, a friend who may not receive
+        it) is never told, not even by the answer's timing. The sender's daily cap
+        (MAILER_REFERRAL_DAILY_CAP) counts per API key and sender address.
         """
         try:
-            referrals.refer(body["sender_email"], body["sender_name"], body["recipient_email"],
-                            body["data"], body["note"])
+            recommendation = referrals.prepare(body["sender_email"], body["sender_name"],
+                                               body["recipient_email"], body["data"],
+                                               body["note"])
         except ValidationFailed as exc:
             raise _as_request_fields(exc) from None
-        db.session.commit()
+        # The limits, the gate and the queueing run once the answer has gone out: the same
+        # answer, in the same time, whatever happens to the referral.
+        work = functools.partial(referrals.send, recommendation,
+                                 referrals.api_sender_key(g.api_key.id,
+                                                          recommendation.sender_email))
+        after_this_request(lambda response: after_the_answer(response, "referral", work))
         return {"status": "accepted"}, 202

@@ -38,6 +38,12 @@ SCOPES: dict[str, str] = {
 }
 
 
+# Scopes a key gets only when they are named: handing in bounce and complaint reports marks
+# addresses, which no calling service needs by default (CONTRACT r2).
+ONLY_WHEN_NAMED = frozenset({"inbound:write"})
+DEFAULT_SCOPES = [scope for scope in SCOPES if scope not in ONLY_WHEN_NAMED]
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
@@ -45,9 +51,10 @@ def _digest(key: str) -> str:
 def issue(name: str, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
     """Create a key (256 random bits) and return its row and the key, which is never stored.
 
-    No scopes means every scope. Unknown scopes raise ValueError.
+    No scopes means every scope but those given only when named (ONLY_WHEN_NAMED:
+    `inbound:write`). Unknown scopes raise ValueError.
     """
-    chosen = list(dict.fromkeys(scopes)) if scopes else list(SCOPES)
+    chosen = list(dict.fromkeys(scopes)) if scopes else list(DEFAULT_SCOPES)
     unknown = [scope for scope in chosen if scope not in SCOPES]
     if unknown:
         raise ValueError(f"unknown scope(s): {', '.join(unknown)}")

@@ -45,13 +45,29 @@ def states(contact: Contact) -> dict[int, str]:
     return {s.topic_id: s.state for s in contact.subscriptions}
 
 
-def apply(contact: Contact, wanted: set[str], partner_sharing: bool) -> SubscriptionOutcome:
+@dataclass(frozen=True)
+class Applied:
+    """What saving the preference center did: the subscription requests' outcome, and
+    whether partner sharing was asked for (it waits for the mailed link)."""
+
+    outcome: SubscriptionOutcome
+    asks_sharing: bool
+
+    @property
+    def needs_mail(self) -> bool:
+        return bool(self.outcome.needs_confirmation) or self.asks_sharing
+
+
+def apply(contact: Contact, wanted: set[str], partner_sharing: bool) -> Applied:
     """Make the contact's subscriptions among the shown topics match `wanted` (slugs).
 
     Unticking withdraws consent at once. Ticking a topic asks for it as any
     request does, so a topic with double opt-in, or an address with a mark,
     gets `pending` and a confirmation mail: a forwarded newsletter's link must
-    not be enough to sign its reader's friend up.
+    not be enough to sign its reader's friend up. Partner sharing likewise:
+    unticked, it is withdrawn at once; ticked, it is only asked for, and granted
+    on the page of the confirmation link mailed to the address (the preferences
+    link travels with every forwarded mail and never expires).
     """
     current = states(contact)
     shown = topics_shown(contact)
@@ -64,6 +80,7 @@ def apply(contact: Contact, wanted: set[str], partner_sharing: bool) -> Subscrip
     consent.unsubscribe(contact, leave, source=ConsentSource.PREFERENCES)
     outcome = consent.request_subscriptions(contact, join, source=ConsentSource.PREFERENCES,
                                             kind=RequestKind.ASK)
-    consent.set_partner_sharing(contact, partner_sharing, source=ConsentSource.PREFERENCES)
+    if not partner_sharing:
+        consent.set_partner_sharing(contact, False, source=ConsentSource.PREFERENCES)
     db.session.flush()
-    return outcome
+    return Applied(outcome, asks_sharing=partner_sharing and not contact.partner_sharing)

@@ -96,6 +96,8 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
             topics = [s.topic for s in contact.subscriptions
                       if s.state != SubscriptionState.UNSUBSCRIBED]
             consent.unsubscribe(contact, topics, source=source)
+            # "Everything" says "no partner sharing" too (CONSENT.md: `left` withdraws it).
+            consent.set_partner_sharing(contact, False, source=source)
         suppressions.suppress(target.address_hash, Reason.LEFT, source=source,
                               contact_id=contact.id if contact else None)
     elif topic is None:

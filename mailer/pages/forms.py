@@ -85,12 +85,21 @@ class LeaveForm(FlaskForm):
     """"Unsubscribe from everything": only the CSRF token."""
 
 
+class ConfirmForm(FlaskForm):
+    """The confirmation page's one button; the sharing box starts unticked, always."""
+
+    partner_sharing = BooleanField(
+        "Yes, you may share my email address with your partners so they can send me offers. "
+        "(Optional; you can withdraw this at any time.)", default=False)
+
+
 class ResendConfirmationForm(FlaskForm):
     token = StringField(validators=[DataRequired(), Length(max=2000)])
 
 
 __all__ = [
     "AddressForm",
+    "ConfirmForm",
     "EmbedSubscribeForm",
     "LeaveForm",
     "PreferencesForm",

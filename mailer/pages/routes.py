@@ -5,10 +5,13 @@ from __future__ import annotations
 import functools
 
 from flask import Blueprint, Flask, Response, current_app, make_response, render_template, request
+from flask_wtf.csrf import validate_csrf
+from wtforms.validators import ValidationError
 
 from mailer.consent import confirmation, preferences
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.consent.unsubscribe import LinkTarget, Scope, read_token, topic_name, unsubscribe
+from mailer.contacts.models import Contact
 from mailer.extensions import csrf, db, limiter
 from mailer.pages import embed, forms
 from mailer.pages.mailing import after_the_answer, send_preference_link, sign_up
@@ -60,18 +63,68 @@ def subscribe() -> Response | tuple[str, int]:
 
 @blp.get("/confirm/<token>")
 def confirm_page(token: str) -> tuple[str, int] | str:
-    """Double opt-in: the address confirms; a second click is harmless."""
+    """Double opt-in, step one: what the link asks to confirm, and one button. A GET changes
+    nothing: mail security scanners follow every link of a mail."""
     try:
-        confirmed = confirmation.confirm(token)
+        asked = confirmation.read(token)
     except TokenExpired:
-        form = forms.ResendConfirmationForm(token=token)
-        return render_template("pages/confirm_expired.html", form=form), 410
+        return _confirm_expired(token)
     except (TokenInvalid, LookupError):
         return _invalid_link()
+    if asked.nothing_left:
+        return _confirmed_page(asked.contact)
+    return render_template("pages/confirm.html", form=forms.ConfirmForm(), asked=asked,
+                           token=token)
+
+
+@blp.post("/confirm/<token>")
+@csrf.exempt  # the form below checks the CSRF token itself, to show the page again if stale
+@limiter.limit(page_limit)
+def confirm_post(token: str) -> tuple[str, int] | str:
+    """Double opt-in, step two: the button of the confirmation page confirms (the token is the
+    credential). Partner sharing is granted only when the owner ticked its box here.
+
+    CSRF: the form carries the session-bound token Flask-WTF gave the GET of this page (the
+    page sets the session cookie, SameSite=Lax, so its own POST sends it back). A POST
+    without a valid one (cookies cleared, the page opened in another browser than the one
+    that posts) confirms nothing and shows the page again with a fresh token, rather than a
+    bare 400, so a person still gets through with one more press.
+    """
+    try:
+        asked = confirmation.read(token)
+    except TokenExpired:
+        return _confirm_expired(token)
+    except (TokenInvalid, LookupError):
+        return _invalid_link()
+    form = forms.ConfirmForm()
+    if not _csrf_token_valid():
+        return render_template("pages/confirm.html", form=forms.ConfirmForm(formdata=None),
+                               asked=asked, token=token, stale=True), 400
+    confirmed = confirmation.confirm(token, share=bool(form.partner_sharing.data))
     db.session.commit()
-    subscribed = [s.topic for s in confirmed.contact.subscriptions
+    return _confirmed_page(confirmed.contact)
+
+
+def _csrf_token_valid() -> bool:
+    """Whether the POST carries the CSRF token of this session (checked here, not through
+    `g.csrf_valid`, which CSRFProtect sets for the other forms: the view is exempt from it)."""
+    try:
+        validate_csrf(request.form.get("csrf_token"))
+    except ValidationError:
+        return False
+    return True
+
+
+def _confirm_expired(token: str) -> tuple[str, int]:
+    form = forms.ResendConfirmationForm(token=token)
+    return render_template("pages/confirm_expired.html", form=form), 410
+
+
+def _confirmed_page(contact: Contact) -> str:
+    subscribed = [s.topic for s in contact.subscriptions
                   if s.state == SubscriptionState.SUBSCRIBED]
-    return render_template("pages/confirmed.html", topics=subscribed)
+    return render_template("pages/confirmed.html", topics=subscribed,
+                           partner_sharing=contact.partner_sharing)
 
 
 @blp.post("/confirm/resend")
@@ -210,11 +263,12 @@ def preferences_page(token: str) -> tuple[str, int] | str:
         db.session.commit()
         return _unsubscribed_page(None, Scope.ALL)
     if form.validate_on_submit():
-        outcome = preferences.apply(contact, set(form.topics.data or []),
+        applied = preferences.apply(contact, set(form.topics.data or []),
                                     bool(form.partner_sharing.data))
-        confirmation.send_confirmation(contact, outcome.needs_confirmation)
+        confirmation.send_confirmation(contact, applied.outcome.needs_confirmation,
+                                       partner_sharing=applied.asks_sharing)
         db.session.commit()
-        saved = "pending" if outcome.needs_confirmation else "saved"
+        saved = "pending" if applied.needs_mail else "saved"
     current = preferences.states(contact)
     if request.method == "GET" or saved:
         form.topics.data = [t.slug for t in shown

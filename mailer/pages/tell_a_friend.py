@@ -7,10 +7,14 @@ honeypot), the answer is the same thank-you page.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, request
+import functools
+
+from flask import Blueprint, Response, current_app, make_response, render_template, request
+from flask_limiter.util import get_remote_address
 
 from mailer.errors import MailerError
 from mailer.extensions import db, limiter
+from mailer.pages.mailing import after_the_answer
 from mailer.referrals import services as referrals
 from mailer.referrals.forms import TellAFriendForm
 
@@ -27,7 +31,7 @@ def _thank_you() -> str:
 
 @blp.route("/tell-a-friend", methods=["GET", "POST"])
 @limiter.limit(_page_limit, methods=["POST"])
-def tell_a_friend() -> tuple[str, int] | str:
+def tell_a_friend() -> Response | tuple[str, int] | str:
     """The form (prefilled from the query on GET); on POST, one referral or the field errors."""
     form = TellAFriendForm()
     if request.method == "GET":
@@ -43,7 +47,7 @@ def tell_a_friend() -> tuple[str, int] | str:
             form.note.data or None)
     try:
         if valid:
-            referrals.refer(*args)
+            recommendation = referrals.prepare(*args)
         else:
             referrals.check(*args)  # to show every problem at once; stores nothing
     except MailerError as exc:
@@ -52,8 +56,12 @@ def tell_a_friend() -> tuple[str, int] | str:
             raise
     else:
         if valid:
-            db.session.commit()
-            return _thank_you()
+            # The limits and the gate run after the answer: the same page, in the same time,
+            # whatever happens. The sender's daily cap counts this client, not the address
+            # typed as the sender's (anyone can type anyone's).
+            answer = make_response(_thank_you())
+            return after_the_answer(answer, "referral", functools.partial(
+                referrals.send_from_page, recommendation, get_remote_address()))
     return render_template("pages/tell_a_friend.html", form=form), 422
 
 

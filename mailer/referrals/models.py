@@ -12,7 +12,9 @@ from mailer.extensions import db
 
 
 class Referral(db.Model):
-    """One referral mail that was queued: who sent it to whom, as keyed address hashes.
+    """One referral mail that was queued: who sent it to whom, as keyed hashes (`sender_hash`:
+    of what the sender's daily cap counts, the calling API key with the sender's address; see
+    referrals.services.api_sender_key).
 
     No plaintext address is kept here (the friend's exists only in the outbox row until its
     mail is final; the sender's never). A row is needed for 30 days at most.

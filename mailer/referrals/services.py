@@ -6,8 +6,10 @@ double opt-in. The friend's plaintext address lives only in the outbox row of th
 the worker scrubs once the mail is final; the sender's address is never stored, only its keyed
 hash in `referrals` rows, which the limits read.
 
-Every refusal by a limit or by the consent gate is silent: `refer()` returns as if the mail was
-queued, so neither the API nor the page can be used to learn anything about an address.
+Every refusal by a limit or by the consent gate is silent, and happens after the answer: the API
+and the page answer once `prepare()` has checked the input (the same work for every friend),
+and `send()` applies the limits and the gate after the answer has gone out, so neither the
+answer nor its timing tells anything about an address.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app
+from limits import RateLimitItemPerDay
 from sqlalchemy import delete, func, select, text
 
 from mailer import addresses
@@ -29,11 +33,12 @@ from mailer.consent.models import ConsentSource, Subscription, SubscriptionState
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.errors import CardNumberRefused, ValidationFailed
-from mailer.extensions import db
+from mailer.extensions import db, limiter
 from mailer.messages.compose import postal_address, sender_address
 from mailer.messages.models import Category
 from mailer.messages.services import RecipientSuppressed, SendRequest, accept
 from mailer.referrals.models import Referral
+from mailer.referrals.top_level_domains import TOP_LEVEL_DOMAINS
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 
@@ -58,18 +63,49 @@ ITEM_NAME, ITEM_URL, NOTE = "item_name", "item_url", "note"
 # A link in any free text (name, item name, note) would make the form a relay for arbitrary
 # links: the text goes into the Subject and both parts, and mail clients turn text like this
 # into links even in the plain-text part. Refused: anything with a scheme (`http://`,
-# `mailto:`, ...), `www.`, a host name followed by a path (`evil.example/win`), a bare host
-# name under a TLD that clients link on sight (`evil.com`), and an address. Obfuscated forms
-# ("evil dot com") are not links any client makes clickable.
-_COMMON_TLDS = ("com|net|org|info|biz|io|co|me|xyz|top|online|site|shop|store|click|link|app|"
-                "dev|ru|cn|tk|ml|ga|cf|gq|de|uk|fr|nl|eu|us|ly|to|gl|cc|ws|su")
-# Each label ends at its dot, so the search stays linear in the text's length. An address
-# (`x@evil.example`) counts too: clients make it a mailto: link.
+# `hxxp://`, `mailto:`, ...), `www.`, a host name followed by a path (`evil.example/win`), a
+# bare host name under any top-level domain of the DNS root (`evil.com`, `evil.page`,
+# `x.vip`, `xn--...`), and an address. The text is read as a mail client (or a person
+# retyping it) would: full-width and ideographic dots count as dots (IDNA maps them so),
+# invisible characters are dropped, and the defanged `evil[.]page`, `evil(dot)page` and
+# `hxxp` count as what they spell. A word with a dot whose last part is no top-level domain
+# (`Node.js`, `e.g.`, `2.5`) is ordinary text; so is "evil dot com", which no client links.
 _LINK_IN_TEXT = re.compile(
-    rf"(?i)\b(?:[a-z][a-z0-9+.-]*://|www\.|(?:mailto|javascript|data|tel|sms):(?=\S)"
-    rf"|(?:[a-z0-9-]+\.)+(?:[a-z]{{2,63}}/|(?:{_COMMON_TLDS})\b))"
-    rf"|[^\s@]@(?:[a-z0-9-]+\.)+[a-z]{{2,63}}"
+    r"\b(?:[a-z][a-z0-9+.-]*://|www\.|(?:mailto|javascript|data|tel|sms|hxxps?):(?=\S)"
+    r"|hxxps?\b"
+    # Each label ends at its dot, so the search stays linear in the text's length.
+    r"|(?:[\w-]+\.)+[^\W\d_]{2,63}/)"
+    # An address (`x@evil.example`) counts too: clients make it a mailto: link.
+    r"|[^\s@]@(?:[\w-]+\.)+[^\W\d_]{2,63}"
 )
+# A run of host-name characters: labels and dots, read whole and split (no backtracking).
+_HOST_LIKE = re.compile(r"[\w.-]+")
+# Dots that IDNA maps to a full stop (the full-width one is already one after NFKC).
+_DOTS = str.maketrans({"\u3002": ".", "\uff61": ".", "\uff0e": "."})
+# `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`: a dot written so that no client links it, until a
+# person retypes it; `[:]` likewise for the colon of a scheme.
+_DEFANGED_DOT = re.compile(r"\s*[\[({]\s*(?:\.|dot)\s*[\])}]\s*", re.IGNORECASE)
+_DEFANGED_COLON = re.compile(r"[\[({]:[\])}]")
+
+
+def _as_a_client_reads(text_value: str) -> str:
+    """The text with look-alike dots, invisible characters and defanging undone, lower-case."""
+    text_value = unicodedata.normalize("NFKC", text_value).translate(_DOTS)
+    text_value = "".join(c for c in text_value if unicodedata.category(c) != "Cf")
+    text_value = _DEFANGED_COLON.sub(":", _DEFANGED_DOT.sub(".", text_value))
+    return text_value.lower()
+
+
+def _names_a_host(token: str) -> bool:
+    """True when `token` (letters, digits, `_`, `-` and dots) is a host name under a
+    top-level domain of the DNS root: `evil.page`, `shop.example.co.uk.`."""
+    labels = token.strip(".-").split(".")
+    if len(labels) < 2 or not all(labels):
+        return False
+    last = labels[-1]
+    return last in TOP_LEVEL_DOMAINS or last.startswith("xn--")
+
+
 # PostgreSQL advisory lock namespaces ("REF1", "REF2"): one sender, one friend at a time.
 _SENDER_LOCK, _FRIEND_LOCK = 0x52454631, 0x52454632
 
@@ -128,8 +164,12 @@ def is_shop_url(url: str) -> bool:
 
 
 def holds_link(text_value: str) -> bool:
-    """True when mail clients could turn part of `text_value` into a link (see _LINK_IN_TEXT)."""
-    return _LINK_IN_TEXT.search(text_value) is not None
+    """True when mail clients could turn part of `text_value` into a link, or a person could
+    by retyping it (see _LINK_IN_TEXT)."""
+    read = _as_a_client_reads(text_value)
+    if _LINK_IN_TEXT.search(read) is not None:
+        return True
+    return any(_names_a_host(token.group()) for token in _HOST_LIKE.finditer(read))
 
 
 def _no_links(label: str) -> str:
@@ -226,14 +266,13 @@ def _serialize(sender_hash: str, friend_hash: str) -> None:
         db.session.execute(text("UPDATE referrals SET id = id WHERE 0 = 1"))
 
 
-def _drop_reason(sender_hash: str, friend_hash: str, now: dt.datetime) -> str | None:
-    """Which limit, if any, drops this referral."""
+def _drop_reason(sender_hash: str | None, friend_hash: str, now: dt.datetime) -> str | None:
+    """Which limit, if any, drops this referral (`sender_hash` None: no sender cap here)."""
     cap = int(current_app.config.get("MAILER_REFERRAL_DAILY_CAP", 5))
-    sent_by_sender = db.session.scalar(
+    if sender_hash is not None and db.session.scalar(
         select(func.count()).select_from(Referral).where(
             Referral.sender_hash == sender_hash, Referral.created_at > now - SENDER_WINDOW)
-    )
-    if sent_by_sender >= cap:
+    ) >= cap:
         return "sender_daily_cap"
     recent_to_friend = db.session.scalar(
         select(Referral.id).where(
@@ -269,26 +308,65 @@ def _quarantine(friend_hash: str, now: dt.datetime) -> None:
     mark.created_at = now
 
 
-def refer(sender_email: str, sender_name: str | None, friend_email: str, item: dict[str, Any],
-          note: str | None) -> None:
-    """Queue the one referral mail to a friend, or drop it silently; flushes, never commits.
-
-    Raises only for bad input (CardNumberRefused, ValidationFailed) or missing settings
-    (NotConfigured). Dropped without a word: the sender's daily cap
-    (MAILER_REFERRAL_DAILY_CAP per rolling 24 h), a referral to the same friend in the last
-    30 days, and whatever the consent gate refuses (bounced, complained, left, erased, blocked,
-    quarantined within 30 days). A queued referral creates no contact; it records a hash-only
-    `referrals` row and quarantines the friend (see _quarantine).
-    """
+def prepare(sender_email: str, sender_name: str | None, friend_email: str,
+            item: dict[str, Any], note: str | None) -> Recommendation:
+    """What the answer to a referral may depend on: the input and the settings, the same for
+    every friend. Raises CardNumberRefused, ValidationFailed or NotConfigured."""
     recommendation = check(sender_email, sender_name, friend_email, item, note)
-    # Settings first: whether they are missing must not depend on the limits.
+    # Settings too: whether they are missing must not depend on what happens to the referral.
     sender_address()
     postal_address()
-    sender_hash = addresses.keyed_hash(recommendation.sender_email)
+    return recommendation
+
+
+def api_sender_key(api_key_id: int, sender_email: str) -> str:
+    """What the per-sender daily cap counts for a calling service: its API key and the sender
+    it names (normalized). The address alone is anyone's to type: keyed on it, a stranger
+    could use up someone else's cap, or dodge the cap with a new address each time; a
+    calling service answers for the senders it names, and a key is revoked if it lies."""
+    return f"api-key:{api_key_id}:{sender_email}"
+
+
+PAGE_SENDER_KEY = "tell-a-friend page"  # the page's rows; its cap is per client, see below
+
+
+def page_cap_allows(client: str) -> bool:
+    """Count one referral of the Tell-a-Friend page's `client` (its address as the limiter sees
+    it, MAILER_TRUSTED_PROXIES applied) against MAILER_REFERRAL_DAILY_CAP a day; False when
+    over it. Counted in the rate limiter's storage (memory or Redis, with an expiry), never
+    in the database: no client address is stored next to a referral (CONSENT.md)."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return True  # MAILER_RATELIMIT_ENABLED=0 turns off every per-client limit (test rigs)
+    cap = int(current_app.config.get("MAILER_REFERRAL_DAILY_CAP", 5))
+    return limiter.limiter.hit(RateLimitItemPerDay(cap), "referral-page", client)
+
+
+def send_from_page(recommendation: Recommendation, client: str) -> None:
+    """send() for the Tell-a-Friend page: the sender's daily cap counts the page's client
+    (page_cap_allows), since the sender address typed there is anyone's to type."""
+    if not page_cap_allows(client):
+        log.info("referral dropped reason=client_daily_cap")
+        return
+    send(recommendation, None)
+
+
+def send(recommendation: Recommendation, sender_key: str | None) -> None:
+    """Queue the one referral mail to a friend, or drop it silently; flushes, never commits.
+
+    Run after the answer has gone out (mailer.pages.mailing.after_the_answer), so that neither
+    what happens nor how long it takes tells the sender anything about the friend. Dropped
+    without a word: over the sender's daily cap (MAILER_REFERRAL_DAILY_CAP per rolling 24 h of
+    `sender_key`, see api_sender_key; None when the caller counted its own cap, as the page
+    does per client), a referral to the same friend in the last 30 days, and whatever the
+    consent gate refuses (bounced, complained, left, erased, blocked, quarantined within 30
+    days). A queued referral creates no contact; it records a hash-only `referrals` row and
+    quarantines the friend (see _quarantine).
+    """
+    sender_hash = addresses.keyed_hash(sender_key or PAGE_SENDER_KEY)
     friend_hash = addresses.keyed_hash(recommendation.friend_email)
     _serialize(sender_hash, friend_hash)
     now = utcnow()
-    reason = _drop_reason(sender_hash, friend_hash, now)
+    reason = _drop_reason(sender_hash if sender_key is not None else None, friend_hash, now)
     if reason is None:
         try:
             with db.session.begin_nested():
@@ -304,6 +382,14 @@ def refer(sender_email: str, sender_name: str | None, friend_email: str, item: d
     db.session.add(Referral(sender_hash=sender_hash, friend_hash=friend_hash, created_at=now))
     db.session.flush()
     log.info("referral queued message_id=%s", message.public_id)
+
+
+def refer(sender_email: str, sender_name: str | None, friend_email: str, item: dict[str, Any],
+          note: str | None, *, api_key_id: int = 0) -> None:
+    """prepare() and send() at once, the cap counted per `api_key_id` and sender (for the
+    services' own tests and scripts; the API and the page answer between the two)."""
+    recommendation = prepare(sender_email, sender_name, friend_email, item, note)
+    send(recommendation, api_sender_key(api_key_id, recommendation.sender_email))
 
 
 def purge_expired(now: dt.datetime | None = None) -> int:

@@ -14,6 +14,7 @@ from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 from tests.api.test_messages import RECEIPT
+from tests.pages.helpers import last_confirm_path, press_confirm
 
 CONTACTS = "/api/v1/contacts"
 
@@ -131,17 +132,25 @@ def test_partner_sharing_false_records_nothing(client, auth):
     assert events(client, auth, "ann@example.com", "partner_sharing") == []
 
 
-def test_partner_sharing_true_is_recorded_as_a_grant(client, auth):
+def grant_sharing(client, email: str = "ann@example.com") -> None:
+    """The owner grants partner sharing on the page of the link mailed to the address."""
+    assert press_confirm(client, last_confirm_path(email), share=True).status_code == 200
+
+
+def test_partner_sharing_true_only_asks_the_address(client, auth):
     body = created(client, auth, email="ann@example.com", partner_sharing=True, source="checkout")
-    assert body["partner_sharing"] is True
+    assert body["partner_sharing"] is False
+    assert events(client, auth, "ann@example.com", "partner_sharing") == []
+    grant_sharing(client)
+    assert get(client, auth, "ann@example.com")["partner_sharing"] is True
     [event] = events(client, auth, "ann@example.com", "partner_sharing")
     assert event["state"] == "granted"
-    assert event["source"] == "api"
-    assert event["note"] == "checkout"
+    assert event["source"] == "confirm"
 
 
 def test_post_without_partner_sharing_leaves_a_grant_in_place(client, auth):
     created(client, auth, email="ann@example.com", partner_sharing=True)
+    grant_sharing(client)
     response = post(client, auth, email="ann@example.com")
     assert response.status_code == 200
     assert response.get_json()["partner_sharing"] is True
@@ -273,6 +282,7 @@ def test_patch_subscribe_and_unsubscribe_in_one_request(client, auth, make_topic
 
 def test_patch_withdraws_partner_sharing(client, auth):
     created(client, auth, email="ann@example.com", partner_sharing=True)
+    grant_sharing(client)
     response = patch(client, auth, "ann@example.com", partner_sharing=False)
     assert response.status_code == 200
     assert response.get_json()["partner_sharing"] is False
@@ -281,10 +291,12 @@ def test_patch_withdraws_partner_sharing(client, auth):
     assert states == ["granted", "withdrawn"]
 
 
-def test_patch_grants_partner_sharing(client, auth):
+def test_patch_asks_for_partner_sharing(client, auth):
     created(client, auth, email="ann@example.com")
     response = patch(client, auth, "ann@example.com", partner_sharing=True)
-    assert response.get_json()["partner_sharing"] is True
+    assert response.get_json()["partner_sharing"] is False
+    assert events(client, auth, "ann@example.com", "partner_sharing") == []
+    grant_sharing(client)
     states = [e["state"] for e in events(client, auth, "ann@example.com", "partner_sharing")]
     assert states == ["granted"]
 
@@ -399,6 +411,7 @@ def test_export_holds_the_contact_and_its_consent_history(client, auth, make_top
     make_topic("deals", double_opt_in=False)
     created(client, auth, email="ann@example.com", topics=["news", "deals"], source="checkout",
             partner_sharing=True, attributes={"country": "DE"})
+    grant_sharing(client)  # the link also confirms `news`
     patch(client, auth, "ann@example.com", subscriptions={"deals": "unsubscribed"})
 
     held = export(client, auth, "ann@example.com")
@@ -408,7 +421,7 @@ def test_export_holds_the_contact_and_its_consent_history(client, auth, make_top
     assert held["partner_sharing"] is True
     assert held["created_at"] and held["updated_at"]
     assert {slug: s["state"] for slug, s in held["subscriptions"].items()} == {
-        "news": "pending", "deals": "unsubscribed",
+        "news": "subscribed", "deals": "unsubscribed",
     }
     assert held["suppressions"] == []
 
@@ -416,7 +429,7 @@ def test_export_holds_the_contact_and_its_consent_history(client, auth, make_top
                for e in held["consent_history"]]
     assert ("topic", "news", "pending", "api", "checkout") in history
     assert ("topic", "deals", "subscribed", "api", "checkout") in history
-    assert ("partner_sharing", None, "granted", "api", "checkout") in history
+    assert ("partner_sharing", None, "granted", "confirm", None) in history
     assert history[-1] == ("topic", "deals", "unsubscribed", "api", None)
     assert all(e["at"] for e in held["consent_history"])
 
@@ -436,21 +449,20 @@ def test_a_new_contact_is_recorded_alike_on_both_ways_of_writing_it(
     assert answer["email"] == "ann@example.com"
     assert answer["subscriptions"] == {"deals": state, "news": state}
     assert answer["attributes"] == {"country": "DE"}
-    assert answer["partner_sharing"] is True and answer["source"] == "checkout"
+    assert answer["partner_sharing"] is False and answer["source"] == "checkout"
     assert answer["created_at"] == answer["updated_at"]
     assert get(client, auth, "ann@example.com") == answer
 
     held = export(client, auth, "ann@example.com")
     history = [(e["subject"], e["topic"], e["state"], e["source"], e["note"])
                for e in held["consent_history"]]
-    # In the order asked, the partner-sharing grant first.
-    assert history == [("partner_sharing", None, "granted", "api", "checkout"),
-                       ("topic", "deals", state, "api", "checkout"),
+    # In the order asked; partner sharing waits for the address (CONSENT.md).
+    assert history == [("topic", "deals", state, "api", "checkout"),
                        ("topic", "news", state, "api", "checkout")]
     assert {slug: s["state"] for slug, s in held["subscriptions"].items()} == {
         "deals": state, "news": state}
     mails = db.session.scalars(select(Message.template)).all()
-    assert mails == (["confirm_subscription"] if double_opt_in else [])
+    assert mails == ["confirm_subscription"]  # topics pending or not, sharing is asked
     # And it is a contact like any other: asking again changes nothing.
     again = post(client, auth, email="ann@example.com", topics=["news"])
     assert again.status_code == 200
@@ -472,6 +484,7 @@ def refer_friend(client, auth, friend: str = FRIEND) -> None:
         "sender_email": "buyer55@example.com", "recipient_email": friend,
         "data": {"item_name": "Guitar", "item_url": "http://127.0.0.1:5000/items/guitar"}})
     assert response.status_code == 202, response.get_data(as_text=True)
+    response.close()  # the referral is queued once the answer has gone out
     assert client.get(url(friend), headers=auth).status_code == 404  # not a contact
 
 

@@ -47,6 +47,7 @@ def test_a_quarantined_address_reads_not_subscribed_to_a_caller(app, client, aut
         "recipient_email": FRIEND, "note": "You will love it.",
         "data": {"item_name": "Blue Guitar", "item_url": "http://127.0.0.1:5000/p/g"}})
     assert referred.status_code == 202
+    referred.close()  # the referral is queued once the answer has gone out
     deliver(app, smtp.url)
     assert len(smtp.messages) == 1  # the friend got the referral mail: now quarantined
 

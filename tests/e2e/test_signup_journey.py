@@ -40,6 +40,8 @@ def test_signup_confirm_preferences_and_unsubscribe(page, live_url, smtp, delive
     deliver()
     confirm = link_in(last_mail_to(smtp, "walker@example.com"), rf"{live_url}/confirm/\S+")
     page.goto(confirm)
+    page.get_by_role("heading", name="Please confirm").wait_for()
+    page.get_by_role("button", name="Confirm my subscription").click()
     page.get_by_role("heading", name="You are subscribed").wait_for()
 
     response = client.post("/api/v1/messages", json={
@@ -64,3 +66,36 @@ def test_signup_confirm_preferences_and_unsubscribe(page, live_url, smtp, delive
     page.get_by_role("heading", name="You are unsubscribed").wait_for()
     state = client.get("/api/v1/contacts/walker@example.com", headers=auth).get_json()
     assert state["subscriptions"] == {"news": "unsubscribed", "deals": "subscribed"}
+
+
+def test_the_confirmation_page_works_on_a_phone_without_javascript(browser, live_url, smtp,
+                                                                   deliver, client, auth,
+                                                                   make_topic):
+    """A GET of the mailed link confirms nothing; the page fits a 390 px phone and its one
+    button confirms with JavaScript off; the sharing box starts unticked."""
+    make_topic("news", double_opt_in=True)
+    client.post("/api/v1/contacts", json={"email": "phone@example.com", "topics": ["news"],
+                                          "partner_sharing": True}, headers=auth)
+    deliver()
+    confirm = link_in(last_mail_to(smtp, "phone@example.com"), rf"{live_url}/confirm/\S+")
+    context = browser.new_context(viewport={"width": 390, "height": 844},
+                                  java_script_enabled=False, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(confirm)
+        page.get_by_role("heading", name="Please confirm").wait_for()
+        state = client.get("/api/v1/contacts/phone@example.com", headers=auth).get_json()
+        assert state["subscriptions"] == {"news": "pending"}
+        box = page.get_by_label(re.compile("share my email address"))
+        assert not box.is_checked()
+        button = page.get_by_role("button", name="Confirm my subscription")
+        right = button.bounding_box()
+        assert right is not None and right["x"] + right["width"] <= 390
+        assert box.bounding_box()["x"] + box.bounding_box()["width"] <= 390
+        button.tap()
+        page.get_by_role("heading", name="You are subscribed").wait_for()
+    finally:
+        context.close()
+    state = client.get("/api/v1/contacts/phone@example.com", headers=auth).get_json()
+    assert state["subscriptions"] == {"news": "subscribed"}
+    assert state["partner_sharing"] is False

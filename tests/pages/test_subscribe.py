@@ -10,7 +10,7 @@ from sqlalchemy import select
 from mailer.consent.models import ConsentEvent
 from mailer.extensions import db
 from mailer.messages.models import Message
-from tests.pages.helpers import submit
+from tests.pages.helpers import press_confirm, submit
 
 
 @pytest.fixture
@@ -59,6 +59,9 @@ def test_signup_confirm_and_partner_sharing_only_after_confirmation(client, auth
     assert contact["partner_sharing"] is False  # not before the address confirms
 
     page = client.get(confirm_path())
+    assert page.status_code == 200 and "Please confirm" in page.get_data(as_text=True)
+    assert contact_json(client, auth)["partner_sharing"] is False  # a GET confirms nothing
+    page = press_confirm(client, confirm_path(), share=True)
     assert page.status_code == 200 and "You are subscribed" in page.get_data(as_text=True)
     contact = contact_json(client, auth)
     assert contact["subscriptions"] == {"news": "subscribed", "deals": "subscribed"}
@@ -66,7 +69,8 @@ def test_signup_confirm_and_partner_sharing_only_after_confirmation(client, auth
     sources = {(e.subject, e.source) for e in db.session.scalars(select(ConsentEvent))}
     assert ("topic", "web_form") in sources and ("topic", "confirm") in sources
     assert ("partner_sharing", "confirm") in sources
-    assert client.get(confirm_path()).status_code == 200  # a second click is harmless
+    again = client.get(confirm_path())  # a second click is harmless: all is confirmed
+    assert again.status_code == 200 and "You are subscribed" in again.get_data(as_text=True)
 
 
 def test_the_answer_is_the_same_for_new_pending_and_subscribed(client, auth, topics):
@@ -77,7 +81,7 @@ def test_the_answer_is_the_same_for_new_pending_and_subscribed(client, auth, top
 
     first = answer("new@example.com")
     pending = answer("new@example.com")
-    client.get(confirm_path())
+    press_confirm(client, confirm_path())
     subscribed = answer("new@example.com")
     assert first == pending == subscribed
 
@@ -128,7 +132,7 @@ def test_an_expired_link_offers_a_new_one(app, client, topics):
         app.config["MAILER_CONFIRM_MAX_AGE"] = 7 * 24 * 3600
     new_path = confirm_path()
     assert new_path != path
-    assert "You are subscribed" in client.get(new_path).get_data(as_text=True)
+    assert "You are subscribed" in press_confirm(client, new_path).get_data(as_text=True)
 
 
 def test_a_forged_confirm_link_changes_nothing(client, topics):

@@ -20,6 +20,7 @@ from mailer.referrals.models import Referral
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from tests.conftest import key_with
+from tests.pages.helpers import press_confirm
 from tests.referrals import deliver
 
 REFERRALS = "/api/v1/referrals"
@@ -39,7 +40,12 @@ def body(**overrides):
 
 
 def post(client, auth, **overrides):
-    return client.post(REFERRALS, json=body(**overrides), headers=auth)
+    """POST a referral, and close the answer as a WSGI server does once it is sent: the
+    limits, the gate and the queueing run then."""
+    response = client.post(REFERRALS, json=body(**overrides), headers=auth)
+    response.get_data()
+    response.close()
+    return response
 
 
 def count(model) -> int:
@@ -193,7 +199,7 @@ def test_a_quarantined_friend_gets_promotional_mail_only_after_confirming_themse
     assert suppressions.marks(addresses.hash_of(FRIEND)) == {Reason.QUARANTINED}
 
     # The friend's own confirmation lifts the quarantine.
-    assert client.get(confirm_path()).status_code == 200
+    assert press_confirm(client, confirm_path()).status_code == 200
     contact = client.get(f"/api/v1/contacts/{FRIEND}", headers=auth).get_json()
     assert contact["subscriptions"] == {"deals": "subscribed"}
     assert suppressions.marks(addresses.hash_of(FRIEND)) == set()
@@ -271,6 +277,7 @@ def test_missing_fields_and_the_optional_ones(client, auth):
     minimal = client.post(REFERRALS, json={"sender_email": SENDER, "recipient_email": FRIEND,
                                            "data": ITEM}, headers=auth)
     assert (minimal.status_code, minimal.get_json()) == (202, ACCEPTED)
+    minimal.close()  # the referral is queued once the answer has gone out
     message = db.session.scalar(select(Message))
     assert message.data["sender_name"] == "A friend" and message.data["note"] == ""
 

@@ -39,7 +39,12 @@ def csrf_token(client) -> str:
 
 
 def submit(client, **overrides):
-    return client.post(PAGE, data={**form_data(**overrides), "csrf_token": csrf_token(client)})
+    """POST the form, and close the answer as a WSGI server does once it is sent: the
+    referral's limits, gate and queueing run then."""
+    response = client.post(PAGE, data={**form_data(**overrides), "csrf_token": csrf_token(client)})
+    response.get_data()
+    response.close()
+    return response
 
 
 def stored() -> dict[str, int]:

@@ -75,7 +75,9 @@ def test_a_referral_queues_one_mail_and_quarantines_the_friend_without_a_contact
     assert mark is not None and mark.topic_id is None
     assert abs((utcnow() - mark.created_at).total_seconds()) < 60
     [row] = db.session.scalars(select(Referral)).all()
-    assert row.sender_hash == addresses.hash_of(SENDER)
+    # The cap's key: the calling service's API key (0 here) and the sender, hashed.
+    assert row.sender_hash == addresses.keyed_hash(
+        referrals.api_sender_key(0, addresses.normalize(SENDER)))
     assert row.friend_hash == addresses.hash_of(FRIEND)
 
 
@@ -86,7 +88,8 @@ def test_addresses_are_normalized_and_the_sender_name_defaults_to_a_friend():
     assert message.to_address == FRIEND
     assert message.data["sender_name"] == referrals.DEFAULT_SENDER_NAME == "A friend"
     assert message.data["note"] == ""
-    assert db.session.scalar(select(Referral.sender_hash)) == addresses.hash_of(SENDER)
+    assert db.session.scalar(select(Referral.sender_hash)) == addresses.keyed_hash(
+        referrals.api_sender_key(0, addresses.normalize(SENDER)))
 
 
 def test_the_delivery_stage_lets_the_quarantined_friend_get_the_mail_accept_would_refuse():
@@ -396,6 +399,29 @@ def test_ordinary_text_with_dots_and_colons_is_not_taken_for_a_link(name, item_n
     checked = referrals.check(SENDER, name, FRIEND,
                               {"item_name": item_name, "item_url": ITEM["item_url"]}, note)
     assert (checked.sender_name, checked.item_name, checked.note) == (name, item_name, note)
+
+
+@pytest.mark.parametrize("text_value", [
+    # Issue 15: a short list of top-level domains let these through.
+    "see evil.page", "win at x.vip", "evil.zip", "shop.example.co.uk.", "EVIL.Page",
+    # Dots a client (IDNA) or a person reading it takes for a dot.
+    "evil\uff0epage", "evil\u3002page", "\uff45\uff56\uff49\uff4c\uff0e\uff50\uff41\uff47\uff45",
+    "evil\u200b.page",  # an invisible character inside
+    # Defanged links, which a person makes whole by retyping them.
+    "evil[.]page", "evil(dot)page", "hxxp evil page", "hxxps[:]//evil[.]example",
+    "xn--80ak6aa92e.xn--p1ai",
+])
+def test_anything_that_looks_like_a_link_is_refused_whatever_its_top_level_domain(text_value):
+    assert referrals.holds_link(text_value)
+
+
+@pytest.mark.parametrize("text_value", [
+    "Node.js Handbook", "i.e. the U.S. version, e.g. the red one", "See you at 10 a.m.!",
+    "It costs 3.50 \u20ac, ok?", "Thanks... really!", "Version 2.0 is out. Enjoy",
+    "evil dot com (no client links this)", "Dr. No, Vol. 2",
+])
+def test_ordinary_sentences_are_not_links(text_value):
+    assert not referrals.holds_link(text_value)
 
 
 def test_finding_links_stays_fast_on_the_longest_texts():

@@ -1,5 +1,7 @@
 """Bounces and complaints handed in as raw mail: read the report, then mark the address.
 
+(Beside the suppressions it sets: the web API reads reports without importing delivery.)
+
 `read_report()` understands three kinds of report:
 - RFC 3464 delivery status notifications, read with the email package's own
   message/delivery-status parser. The per-recipient Status code is what tells a
@@ -14,14 +16,15 @@
   (5.1.x, 5.2.1); without one, nothing is marked, since a `bounced` mark stops
   every mail and only an operator lifts it.
 
-A report is matched to an address we have mailed: through the Message-ID of the
-enclosed original (`<public_id@...>`, see messages.compose), which names the outbox
-row even when no plaintext copy of the address is left; else through the
-addresses the report names (Original-Recipient / Final-Recipient of a DSN,
-Original-Rcpt-To / Removal-Recipient of an ARF report, the detectors' finds, else
-the To of the enclosed original), when the outbox holds mail to that address.
-An address we never mailed is not marked: a forged or misdirected bounce
-(backscatter) must not stop mail to someone who signs up later.
+A report acts only on mail the service sent: it is matched through the Message-ID of
+the enclosed original (`<public_id@...>`, see messages.compose; or a Message-ID line
+the report quotes), which names the outbox row of a sent mail even when no plaintext
+copy of the address is left. The addresses a report names are read (and hashed) but
+never used to find whom to mark: anyone can write a report naming any address, and a
+report that changed something (or answered differently) for an address we once mailed
+would let its sender stop mail to that address, or learn whether we ever mailed it.
+A report without one of our Message-IDs changes nothing and answers `no_recipient`,
+whatever address it names.
 
 Every address a report names is hashed the moment it is read; the report and its
 plaintext are never stored or logged.
@@ -47,7 +50,7 @@ from mailer import addresses
 from mailer.consent.models import ConsentSource
 from mailer.errors import MailerError
 from mailer.extensions import db
-from mailer.messages.models import Message
+from mailer.messages.models import Message, MessageStatus
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 
@@ -82,13 +85,14 @@ class UnrecognizedReport(MailerError):
 
 
 class NoRecipient(MailerError):
-    """The report names no address, and carries no Message-ID, that we have mailed."""
+    """The report carries no Message-ID of mail this service sent."""
 
     status = 422
     code = "no_recipient"
     message = (
-        "The report names no address this service has mailed, and the enclosed original "
-        "(if any) has none of our Message-IDs; nothing was changed."
+        "The report carries no Message-ID of mail this service sent (in the enclosed "
+        "original or its headers); the addresses a report names are not enough. Nothing "
+        "was changed."
     )
 
 
@@ -412,50 +416,30 @@ def _public_id(original: MailMessage | None, mail: MailMessage) -> str | None:
 
 
 def apply(report: Report) -> Outcome:
-    """Mark the address a report is about, as its verdict says; raise NoRecipient when it is
-    about no address we have mailed. Flushes; the caller commits."""
+    """Mark the address of the sent mail a report is about, as its verdict says; raise
+    NoRecipient when the report carries none of our sent mail's Message-IDs (whatever
+    addresses it names). Flushes; the caller commits."""
     row_hash = None
     if report.public_id is not None:
         row_hash = db.session.scalar(
-            select(Message.address_hash).where(Message.public_id == report.public_id)
+            select(Message.address_hash).where(Message.public_id == report.public_id,
+                                               Message.status == MessageStatus.SENT)
         )
-    if row_hash is not None:
-        # The outbox row names exactly the address we mailed, however the report spells
-        # (or redacts) it; every finding is about that one mail.
-        matched = [(finding, frozenset({row_hash})) for finding in report.findings]
-        matched_by = "message_id"
-    else:
-        mailed = _mailed(h for finding in report.findings for h in finding.address_hashes)
-        matched = [(finding, finding.address_hashes & mailed) for finding in report.findings]
-        matched = [(finding, hashes) for finding, hashes in matched if hashes]
-        matched_by = "recipient"
-    if not matched:
+    if row_hash is None:
         raise NoRecipient()
-    verdict = min((finding.verdict for finding, _ in matched), key=_SEVERITY.index)
-    chosen = [(finding, hashes) for finding, hashes in matched if finding.verdict is verdict]
-    targets = frozenset().union(*(hashes for _, hashes in chosen))
-    first = chosen[0][0]
+    # The outbox row names exactly the address we mailed, however the report spells (or
+    # redacts) it; every finding is about that one mail.
+    verdict = min((finding.verdict for finding in report.findings), key=_SEVERITY.index)
+    first = next(finding for finding in report.findings if finding.verdict is verdict)
     action = Action.NONE
     if verdict in _MARKS:
         reason, source = _MARKS[verdict]
-        for address_hash in sorted(targets):
-            suppressions.suppress(address_hash, reason, source=source)
+        suppressions.suppress(row_hash, reason, source=source)
         action = Action.SUPPRESSED
-    outcome = Outcome(first.kind, action, verdict, first.status, len(targets))
+    outcome = Outcome(first.kind, action, verdict, first.status, 1)
     log.info(
-        "inbound report format=%s kind=%s action=%s reason=%s status=%s recipients=%d "
-        "matched_by=%s message_id=%s", report.format, outcome.kind, outcome.action,
-        outcome.reason, outcome.status, outcome.recipients, matched_by,
-        report.public_id if row_hash is not None else None,
+        "inbound report format=%s kind=%s action=%s reason=%s status=%s message_id=%s",
+        report.format, outcome.kind, outcome.action, outcome.reason, outcome.status,
+        report.public_id,
     )
     return outcome
-
-
-def _mailed(address_hashes: Iterable[str]) -> frozenset[str]:
-    """The hashes among `address_hashes` that some outbox row was addressed to."""
-    wanted = sorted(set(address_hashes))
-    if not wanted:
-        return frozenset()
-    return frozenset(db.session.scalars(
-        select(Message.address_hash).where(Message.address_hash.in_(wanted)).distinct()
-    ))

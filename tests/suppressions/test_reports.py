@@ -1,4 +1,4 @@
-"""mailer.delivery.bounces: reading bounce and complaint reports, and what applying one does."""
+"""mailer.suppressions.reports: reading bounce and complaint reports, and what applying one does."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from sqlalchemy import func, select
 
 from mailer import addresses
 from mailer.consent.models import ConsentEvent
-from mailer.delivery import bounces
-from mailer.delivery.bounces import Kind, Verdict
 from mailer.extensions import db
 from mailer.messages import services as messages
 from mailer.messages.compose import Envelope, compose
-from mailer.messages.models import Category
+from mailer.messages.models import Category, MessageStatus
 from mailer.messages.services import SendRequest
+from mailer.suppressions import reports as bounces
 from mailer.suppressions.models import Reason, Suppression
+from mailer.suppressions.reports import Kind, Verdict
 from mailer.suppressions.services import marks
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "inbound"
@@ -31,10 +31,14 @@ def fixture(name: str, public_id: str | None = None) -> bytes:
     return raw.replace(FIXTURE_ID.encode(), public_id.encode()) if public_id else raw
 
 
-def mailed(address: str) -> str:
-    """Queue a receipt to `address` (an outbox row, as a real send leaves) and return its id."""
+def mailed(address: str, *, sent: bool = True) -> str:
+    """Queue a receipt to `address` and return its public id; `sent` marks the outbox row as
+    the worker leaves it once SMTP took the mail (tests/api/test_inbound.py delivers for
+    real)."""
     message = messages.accept(SendRequest(to=address, template="receipt", data=RECEIPT,
                                           category=Category.TRANSACTIONAL))
+    if sent:
+        message.status = MessageStatus.SENT
     db.session.commit()
     return message.public_id
 
@@ -202,9 +206,9 @@ def test_only_a_mailbox_problem_is_a_hard_bounce(status, verdict):
 # --- applying -------------------------------------------------------------------------------
 
 
-def test_a_hard_bounce_marks_the_address_it_names():
-    mailed("gone@example.com")
-    outcome = bounces.apply(bounces.read_report(fixture("dsn_postfix_5_1_1.eml")))
+def test_a_hard_bounce_marks_the_address_of_our_sent_mail():
+    public_id = mailed("gone@example.com")
+    outcome = bounces.apply(bounces.read_report(fixture("dsn_postfix_5_1_1.eml", public_id)))
     db.session.commit()
     assert (outcome.kind, outcome.action, outcome.reason, outcome.status, outcome.recipients) == (
         Kind.BOUNCE, bounces.Action.SUPPRESSED, Verdict.BOUNCED, "5.1.1", 1)
@@ -224,6 +228,21 @@ def test_the_outbox_row_of_our_message_id_decides_the_address():
     assert outcome.action is bounces.Action.SUPPRESSED
     assert marks(addresses.hash_of("buyer@example.com")) == {Reason.BOUNCED}
     assert marks(addresses.hash_of("alias@example.net")) == set()
+
+
+def test_a_report_naming_an_address_we_mailed_without_our_message_id_marks_nothing():
+    mailed("gone@example.com")
+    with pytest.raises(bounces.NoRecipient):
+        bounces.apply(bounces.read_report(fixture("dsn_postfix_5_1_1.eml")))
+    assert count(Suppression) == 0
+    assert count(ConsentEvent) == 0
+
+
+def test_the_message_id_of_mail_not_sent_is_not_enough():
+    public_id = mailed("gone@example.com", sent=False)
+    with pytest.raises(bounces.NoRecipient):
+        bounces.apply(bounces.read_report(fixture("dsn_postfix_5_1_1.eml", public_id)))
+    assert count(Suppression) == 0
 
 
 def test_an_address_we_never_mailed_is_not_marked():
