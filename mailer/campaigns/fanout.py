@@ -125,16 +125,27 @@ def _public_id(now: dt.datetime, rows: int) -> ColumnElement[str]:
     return prefix + place_hex + func.substr(random_hex, 1, RANDOM_DIGITS)
 
 
-def recipients_query(campaign: Campaign, low: int, high: int,
-                     now: dt.datetime | None = None) -> Select[Any]:
-    """The outbox rows (INSERT_COLUMNS) for the recipients among contacts low < id <= high."""
-    now = now or utcnow()
+def _recipient_conditions(campaign: Campaign) -> list[ColumnElement[bool]]:
+    """Who a campaign reaches, over Contact joined to its Subscription: subscribed to the
+    topic, in the segment, with no mark that refuses promotional mail and no unsubscribe."""
     refused = exists().where(
         Suppression.address_hash == Contact.address_hash,
         or_(and_(Suppression.topic_id.is_(None),
                  Suppression.reason.in_([r.value for r in PROMOTIONAL_REFUSALS])),
             Suppression.topic_id == campaign.topic_id),
     )
+    return [
+        Subscription.topic_id == campaign.topic_id,
+        Subscription.state == SubscriptionState.SUBSCRIBED,
+        ~refused,
+        *_segment_conditions(campaign.segment or {}),
+    ]
+
+
+def recipients_query(campaign: Campaign, low: int, high: int,
+                     now: dt.datetime | None = None) -> Select[Any]:
+    """The outbox rows (INSERT_COLUMNS) for the recipients among contacts low < id <= high."""
+    now = now or utcnow()
     return (
         select(
             _public_id(now, high - low),
@@ -161,10 +172,7 @@ def recipients_query(campaign: Campaign, low: int, high: int,
             # PostgreSQL reads all of the topic's subscriptions for every batch.
             Subscription.contact_id > low,
             Subscription.contact_id <= high,
-            Subscription.topic_id == campaign.topic_id,
-            Subscription.state == SubscriptionState.SUBSCRIBED,
-            ~refused,
-            *_segment_conditions(campaign.segment or {}),
+            *_recipient_conditions(campaign),
         )
         # In the order of the (address_hash, campaign_id) index, the one index keyed on a
         # random value: the batch then walks it from end to end, each page read once,
@@ -222,3 +230,13 @@ def fan_out_batch(campaign: Campaign, batch: int) -> bool:
     campaign.fanout_done = high >= high_id
     db.session.flush()
     return campaign.fanout_done
+
+
+def count_recipients(campaign: Campaign) -> int:
+    """How many addresses the campaign would reach if it were fanned out now: the fan-out's
+    own query (subscribers in the segment, minus the marked), counted."""
+    return int(db.session.scalar(
+        select(func.count()).select_from(Contact)
+        .join(Subscription, Subscription.contact_id == Contact.id)
+        .where(*_recipient_conditions(campaign))
+    ) or 0)

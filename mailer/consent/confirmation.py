@@ -51,7 +51,8 @@ def confirm(token: str) -> Confirmed:
     contact = db.session.scalar(select(Contact).where(Contact.address_hash == payload["h"]))
     if contact is None:
         raise LookupError("contact no longer exists")
-    topics = list(db.session.scalars(select(Topic).where(Topic.id.in_(payload["t"]))))
+    topics = list(db.session.scalars(select(Topic).where(Topic.id.in_(payload["t"]),
+                                                      Topic.retired_at.is_(None))))
     confirmed: list[Topic] = []
     for topic in topics:
         subscription = subscription_for(contact, topic)

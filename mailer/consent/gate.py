@@ -62,6 +62,9 @@ class Request:
     address_hash: str
     category: Category
     topic_id: int | None = None
+    # A campaign's test mail to a test recipient (campaigns.testing): promotional mail that
+    # needs no subscription, but every mark and an unsubscribe from the topic still refuse it.
+    test_recipient: bool = False
 
 
 # The address-wide marks that refuse promotional mail, in the order a reason is reported.
@@ -86,6 +89,7 @@ def decide(
     confirmations_today: int = 0,
     now: dt.datetime | None = None,
     stage: Stage = Stage.ACCEPT,
+    test_recipient: bool = False,
 ) -> Decision:
     """The rule table: may a mail of `category` go to an address with these marks and state?"""
     address_marks = {m.reason: m for m in marks if m.topic_id is None}
@@ -117,6 +121,8 @@ def decide(
                 return Decision(False, label)
         if Reason.UNSUBSCRIBED in topic_marks or subscription == SubscriptionState.UNSUBSCRIBED:
             return Decision(False, "unsubscribed")
+        if test_recipient:
+            return ALLOW
         if subscription != SubscriptionState.SUBSCRIBED:
             return Decision(False, "not_subscribed")
         return ALLOW
@@ -221,6 +227,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
             confirmations_today=confirmations.get(r.address_hash, 0),
             now=now,
             stage=stage,
+            test_recipient=r.test_recipient,
         )
         for r in requests
     ]
@@ -228,7 +235,8 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
 
 def check(
     address_hash: str, category: Category, topic_id: int | None = None, *,
-    stage: Stage = Stage.ACCEPT,
+    stage: Stage = Stage.ACCEPT, test_recipient: bool = False,
 ) -> Decision:
     """Decide one mail; see check_many."""
-    return check_many([Request(address_hash, category, topic_id)], stage=stage)[0]
+    return check_many([Request(address_hash, category, topic_id, test_recipient)],
+                      stage=stage)[0]

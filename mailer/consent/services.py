@@ -23,6 +23,7 @@ from mailer.driver_statements import DriverStatement
 from mailer.extensions import attach_inserted, db
 from mailer.suppressions import services as suppressions
 from mailer.topics.models import Topic
+from mailer.topics.services import refuse_retired
 
 
 class RequestKind(enum.Enum):
@@ -197,6 +198,7 @@ def request_subscriptions(
     outcome = SubscriptionOutcome()
     if not topics:
         return outcome
+    refuse_retired(topics)
     if marked is None:
         # A read among writes: it must not flush them (and, on SQLite, take the write lock)
         # early. Marks are only ever added with a flush, so none can be pending here.

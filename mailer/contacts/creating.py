@@ -212,6 +212,8 @@ def _probe_and_write_statement() -> Any:
         known.c.contact_id.is_(None),
         select(func.count()).select_from(asked).scalar_subquery() == bindparam("p_count"),
         ~select(asked.c.id).where(~subscribes).correlate(known).exists(),
+        # A retired topic takes no new subscription (upsert() then refuses the request).
+        ~select(asked.c.id).where(asked.c.retired_at.is_not(None)).exists(),
     )
     values = {"email": email, "address_hash": address_hash}
     new_contact = (

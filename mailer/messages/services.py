@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
+from mailer.campaigns.testing import test_recipient_hashes
 from mailer.consent import gate
 from mailer.consent.gate import Category, Stage
 from mailer.database import utcnow
@@ -95,7 +96,8 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         test=request.test,
     ))
     decision = gate.check(address_hash, request.category, topic.id if topic else None,
-                          stage=Stage.ACCEPT)
+                          stage=Stage.ACCEPT,
+                          test_recipient=request.test and address_hash in test_recipient_hashes())
     if not decision.allowed:
         raise RecipientSuppressed(decision.reason or "refused")
     now = utcnow()
