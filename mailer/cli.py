@@ -53,9 +53,46 @@ def create_api_key(name: str, scopes: tuple[str, ...]) -> None:
     click.echo(key)
 
 
+@mailer_cli.command("list-api-keys")
+def list_api_keys() -> None:
+    """List every API key: id, name, scopes, created, last used, revoked (never the key)."""
+    rows = apikeys.list_keys()
+    if not rows:
+        click.echo("No API keys.")
+        return
+
+    def when(moment: object) -> str:
+        return f"{moment:%Y-%m-%d %H:%M} UTC" if moment is not None else "never"
+
+    click.echo("id\tname\tscopes\tcreated\tlast used\trevoked")
+    for row in rows:
+        revoked = when(row.revoked_at) if row.revoked_at is not None else "-"
+        click.echo(f"{row.id}\t{row.name}\t{' '.join(row.scopes or ())}\t"
+                   f"{when(row.created_at)}\t{when(row.last_used_at)}\t{revoked}")
+
+
+@mailer_cli.command("revoke-api-key")
+@click.argument("key_id", metavar="ID", type=int)
+def revoke_api_key(key_id: int) -> None:
+    """Revoke the API key ID (see list-api-keys): every web process refuses it within seconds."""
+    try:
+        row, revoked = apikeys.revoke(key_id)
+        db.session.commit()
+    except MailerError as exc:
+        raise click.ClickException(exc.message) from exc
+    if revoked:
+        click.echo(f"API key {row.id} '{row.name}' revoked; every web process refuses it "
+                   f"within {apikeys.CACHE_SECONDS:g} seconds.")
+    else:
+        click.echo(f"API key {row.id} '{row.name}' was revoked already.")
+
+
 @mailer_cli.command("create-user")
 @click.argument("email")
-def create_user(email: str) -> None:
+@click.option("--role", type=click.Choice(["admin", "marketer"]), default="admin",
+              show_default=True,
+              help="admin: everything; marketer: all but console users, API keys and webhooks.")
+def create_user(email: str, role: str) -> None:
     """Create a console (/admin/) user; the password is read from standard input.
 
     At a terminal it is asked for twice and not echoed; from a pipe, the first line is
@@ -69,11 +106,48 @@ def create_user(email: str) -> None:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     try:
-        user = admin.create_user(email, password)
+        user = admin.create_user(email, password, role)
         db.session.commit()
     except MailerError as exc:
         raise click.ClickException(exc.message) from exc
-    click.echo(f"Console user {user.id} created; log in at /admin/login.")
+    click.echo(f"Console user {user.id} ({user.role}) created; log in at /admin/login.")
+
+
+@mailer_cli.command("disable-user")
+@click.argument("email")
+def disable_user(email: str) -> None:
+    """Disable a console user: no more logins, and every session of theirs ends at once."""
+    from mailer.admin import services as admin
+
+    user = admin.user_by_email(email)
+    if user is None:
+        raise click.ClickException("There is no console user with that address.")
+    admin.disable_user(user)
+    db.session.commit()
+    click.echo(f"Console user {user.id} disabled; their sessions have ended.")
+
+
+@mailer_cli.command("set-password")
+@click.argument("email")
+def set_password(email: str) -> None:
+    """Give a console user a new password (read as create-user reads it); every session of
+    theirs ends at once."""
+    from mailer.admin import services as admin
+
+    user = admin.user_by_email(email)
+    if user is None:
+        raise click.ClickException("There is no console user with that address.")
+    if sys.stdin.isatty():
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        admin.set_password(user, password)
+        db.session.commit()
+    except MailerError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"Console user {user.id}: password changed; their sessions have ended.")
 
 
 def _count_lines(path: Path) -> int:

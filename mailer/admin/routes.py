@@ -111,7 +111,11 @@ def login() -> BaseResponse | tuple[str, int] | str:
 
 @blp.post("/logout")
 def logout() -> BaseResponse:
+    """Log out: every session of the user ends, server-side (a copied cookie too)."""
     if forms.ActionForm().validate_on_submit():
+        services.end_sessions(current_user._get_current_object())
+        db.session.commit()
+        log.info("console logout user_id=%s", current_user.id)
         logout_user()
         _fresh_session()
     return redirect(url_for("admin.login"))
@@ -234,7 +238,8 @@ def suppressions() -> tuple[str, int]:
 
 
 def register(app: Flask) -> None:
-    # One module per section adds its views to this blueprint (imported here: they import it).
+    # Sections in modules of their own add their views to `blp` when imported.
+    from mailer.admin import api_keys  # noqa: F401
     from mailer.admin import campaigns as _campaigns  # noqa: F401
     from mailer.admin import contacts as _contacts  # noqa: F401
     from mailer.admin import statistics as _statistics  # noqa: F401

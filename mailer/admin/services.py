@@ -15,11 +15,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from jinja2 import TemplateError, nodes
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
-from mailer.admin.models import AdminUser
+from mailer.admin.models import AdminUser, Role
 from mailer.campaigns.models import Campaign
 from mailer.consent.models import ConsentEvent, Subscription, SubscriptionState
 from mailer.contacts.models import Contact
@@ -61,23 +61,68 @@ def check_password(password: str) -> None:
         )
 
 
-def create_user(email: str, password: str) -> AdminUser:
-    """A console user with a normalized, unique address; raises UserExists or ValidationFailed."""
+def create_user(email: str, password: str, role: Role | str = Role.ADMIN) -> AdminUser:
+    """A console user with a normalized, unique address and a role (admin unless told);
+    raises UserExists or ValidationFailed."""
     try:
         normalized = addresses.normalize(email)
     except addresses.InvalidAddress as exc:
         raise ValidationFailed(str(exc), fields={"email": [str(exc)]}) from exc
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        raise ValidationFailed(f"Unknown role {role!r}: admin or marketer.",
+                               fields={"role": ["unknown role"]}) from exc
     check_password(password)
     taken = UserExists("A console user with that address already exists.")
     if db.session.scalar(select(AdminUser.id).where(AdminUser.email == normalized)) is not None:
         raise taken
-    user = AdminUser(email=normalized, password_hash=_hasher.hash(password))
+    user = AdminUser(email=normalized, password_hash=_hasher.hash(password), role=role)
     try:
         with db.session.begin_nested():
             db.session.add(user)
     except IntegrityError as exc:  # created by someone else in the meantime
         raise taken from exc
     return user
+
+
+def user_by_email(email: str) -> AdminUser | None:
+    """The console user with this address (any spelling), or None."""
+    try:
+        normalized = addresses.normalize(email)
+    except addresses.InvalidAddress:
+        return None
+    return db.session.scalar(select(AdminUser).where(AdminUser.email == normalized))
+
+
+def end_sessions(user: AdminUser) -> None:
+    """End every session of the user, in every browser, at once (server-side).
+
+    Each session carries the user's session version in its user id; the user loader
+    refuses an old one, so a copied cookie stops working with the next request.
+    """
+    db.session.execute(
+        update(AdminUser).where(AdminUser.id == user.id)
+        .values(session_version=AdminUser.session_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(user, ["session_version"])
+
+
+def disable_user(user: AdminUser) -> None:
+    """No more logins for the user, and every session of theirs ends now."""
+    if user.disabled_at is None:
+        user.disabled_at = utcnow()
+        db.session.flush()
+    end_sessions(user)
+
+
+def set_password(user: AdminUser, password: str) -> None:
+    """A new password (checked as at creation); every session of the user ends."""
+    check_password(password)
+    user.password_hash = _hasher.hash(password)
+    db.session.flush()
+    end_sessions(user)
 
 
 def _verify_dummy(password: str) -> None:
@@ -109,6 +154,8 @@ def authenticate(email: str, password: str) -> AdminUser | None:
         _hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return None
+    if not user.is_active:  # disabled: the same answer as a wrong password, after the same work
+        return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.last_login_at = utcnow()
@@ -116,12 +163,19 @@ def authenticate(email: str, password: str) -> AdminUser | None:
     return user
 
 
-def load_user(user_id: str) -> AdminUser | None:
-    """Flask-Login's user loader: the user of a session, or None once deleted."""
+def load_user(session_user_id: str) -> AdminUser | None:
+    """Flask-Login's user loader: the session's user, or None once the session was ended
+    (logout, password change, disabled user: the session version moved on) or the user
+    deleted. A session from before session versions ("7") is ended too."""
+    user_id, _dot, version = session_user_id.partition(".")
     try:
-        return db.session.get(AdminUser, int(user_id))
+        user = db.session.get(AdminUser, int(user_id))
+        wanted = int(version)
     except ValueError:
         return None
+    if user is None or user.session_version != wanted or not user.is_active:
+        return None
+    return user
 
 
 # -- counts ------------------------------------------------------------------------------------

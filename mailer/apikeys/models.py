@@ -22,3 +22,5 @@ class ApiKey(db.Model):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Written at most once a minute per key and process (see services.authenticate).
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

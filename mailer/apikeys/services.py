@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import Connection, bindparam, event, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from mailer.apikeys.models import ApiKey
+from mailer.autocommit import run_alone
+from mailer.database import utcnow
+from mailer.errors import NotFound
 from mailer.extensions import db
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mk_"
 
@@ -87,10 +95,67 @@ def authenticate(key: str) -> AuthenticatedKey | None:
         cache.pop(digest, None)
         return None
     found = AuthenticatedKey(row.id, row.name, frozenset(row.scopes or ()))
+    _note_use(row.id, row.last_used_at)
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[digest] = (now + CACHE_SECONDS, found)
     return found
+
+
+# How fresh `last_used_at` is kept. It is checked only when the key is read from the
+# database (every CACHE_SECONDS at most, per process), and written only when the stored
+# time is older than this: a busy key costs one UPDATE a minute, not one per request.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def _note_use(key_id: int, last_used_at: dt.datetime | None) -> None:
+    """Record that the key was used now, unless the stored time is recent enough.
+
+    The write stands alone (its own transaction, run_alone), so a request that fails or
+    only reads still records its key's use; it is the same when run twice (the condition
+    skips a time another process has just written). A failure is logged, never the
+    request's: a key's last use is a help to the operator, not a reason to refuse work.
+    """
+    now = utcnow()
+    if last_used_at is not None and now - last_used_at < LAST_USED_RESOLUTION:
+        return
+    stale = now - LAST_USED_RESOLUTION
+    # Core, not the ORM: no mapper event, so this process's cache of keys stays.
+    statement = (update(ApiKey.__table__)
+                 .where(ApiKey.__table__.c.id == key_id,
+                        or_(ApiKey.__table__.c.last_used_at.is_(None),
+                            ApiKey.__table__.c.last_used_at < stale))
+                 .values(last_used_at=now))
+
+    def write(connection: Connection) -> None:
+        connection.execute(statement)
+
+    try:
+        run_alone(write)
+    except DBAPIError:
+        log.warning("api key last use not recorded key_id=%s", key_id, exc_info=True)
+
+
+def list_keys() -> list[ApiKey]:
+    """Every key ever issued, live and revoked, oldest first (never the key itself)."""
+    return list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke(key_id: int) -> tuple[ApiKey, bool]:
+    """Revoke a key: refused at once in this process and within CACHE_SECONDS everywhere.
+
+    Returns the key and whether this call revoked it (False: it was revoked already).
+    Raises NotFound for an id no key has. The caller commits.
+    """
+    row = db.session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"There is no API key {key_id}.")
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    db.session.flush()
+    forget_cached_keys()
+    return row, True
 
 
 def forget_cached_keys() -> None:

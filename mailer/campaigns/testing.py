@@ -22,7 +22,9 @@ from mailer.extensions import db
 def test_recipients() -> list[str]:
     """The addresses a test mail may go to, normalized: console users' own, then the
     configured list; no duplicates."""
-    found = list(db.session.scalars(select(AdminUser.email).order_by(AdminUser.email)))
+    found = list(db.session.scalars(select(AdminUser.email)
+                                    .where(AdminUser.disabled_at.is_(None))
+                                    .order_by(AdminUser.email)))
     for configured in current_app.config.get("MAILER_TEST_RECIPIENTS") or []:
         try:
             found.append(addresses.normalize(configured))

@@ -2,7 +2,7 @@
 time a topic was retired (no new subscriptions after it; its history stays).
 
 Revision ID: 0015
-Revises: 0009_outbox_byte_order
+Revises: 0013
 Create Date: 2026-12-07 23:00:00.000000
 """
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0015'
-down_revision = '0009_outbox_byte_order'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

@@ -8,7 +8,7 @@ import logging
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailer import addresses
 from mailer.admin import services as admin
