@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -16,6 +18,11 @@ from mailer.topics import services as topics
 def topic_list() -> str:
     """Every topic with its subscriber counts, retired ones last."""
     return render_template("admin/topics.html", topics=services.topic_counts())
+
+
+def _text(field: Any) -> str:
+    """A text field's value, trimmed ("" when the form left it out)."""
+    return (field.data or "").strip()
 
 
 def _put_errors(form: forms.TopicForm, error: MailerError) -> None:
@@ -33,9 +40,9 @@ def topic_new() -> BaseResponse | tuple[str, int]:
     if form.validate_on_submit():
         try:
             topic = topics.create_topic(
-                form.slug.data, form.name.data.strip(), form.description.data.strip(),
+                form.slug.data, _text(form.name), _text(form.description),
                 bool(form.double_opt_in.data), bool(form.public.data),
-                form.welcome_text.data.strip())
+                _text(form.welcome_text))
             db.session.commit()
             flash(f"Topic {topic.name!r} created.", "notice")
             return redirect(url_for("admin.topic_edit", slug=topic.slug))
@@ -51,11 +58,11 @@ def topic_edit(slug: str) -> BaseResponse | tuple[str, int]:
     topic = topics.get_topic(slug)
     form = forms.TopicForm(obj=topic)
     if form.validate_on_submit():
-        topics.update_topic(topic, name=form.name.data.strip(),
-                            description=form.description.data.strip(),
+        topics.update_topic(topic, name=_text(form.name),
+                            description=_text(form.description),
                             double_opt_in=bool(form.double_opt_in.data),
                             public=bool(form.public.data) and not topic.retired,
-                            welcome_text=form.welcome_text.data.strip())
+                            welcome_text=_text(form.welcome_text))
         db.session.commit()
         flash("Saved.", "notice")
         return redirect(url_for("admin.topic_edit", slug=slug))
