@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 600, 240
-LEFT, RIGHT, TOP, BOTTOM = 48, 12, 28, 32
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 36, 36
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,13 @@ class Series:
 
 
 def _nice_max(value: int) -> int:
-    """The smallest of 1, 2, 5 x 10^n at or above `value` (at least 4, for four grid lines)."""
-    value = max(value, 4)
+    """A top for the y axis: four equal whole steps, each 1, 2 or 5 x 10^n, reaching `value`."""
+    needed = max(1, -(-value // 4))  # the smallest whole step that reaches it in four
     scale = 1
     while True:
         for step in (1, 2, 5):
-            if step * scale >= value:
-                return step * scale
+            if step * scale >= needed:
+                return 4 * step * scale
         scale *= 10
 
 
@@ -46,7 +46,7 @@ def _frame(title: str, description: str, top: int, x_labels: Sequence[str],
         y = TOP + plot_height - plot_height * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
                      f'stroke="#d0d5dd" stroke-width="1"/>')
-        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+        parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="15" '
                      f'fill="#475467">{top * i // 4}</text>')
     if x_labels:
         shown = {0, len(x_labels) - 1, (len(x_labels) - 1) // 2}
@@ -54,13 +54,13 @@ def _frame(title: str, description: str, top: int, x_labels: Sequence[str],
             x = _x(i, len(x_labels))
             anchor = "start" if i == 0 else "end" if i == len(x_labels) - 1 else "middle"
             parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 10}" text-anchor="{anchor}" '
-                         f'font-size="11" fill="#475467">{escape(x_labels[i])}</text>')
+                         f'font-size="15" fill="#475467">{escape(x_labels[i])}</text>')
     x = LEFT
     for one in series:  # the legend, along the top
-        parts.append(f'<rect x="{x}" y="8" width="12" height="12" fill="{one.color}"/>')
-        parts.append(f'<text x="{x + 16}" y="18" font-size="12" fill="#1f2328">'
+        parts.append(f'<rect x="{x}" y="8" width="14" height="14" fill="{one.color}"/>')
+        parts.append(f'<text x="{x + 20}" y="21" font-size="16" fill="#1f2328">'
                      f"{escape(one.label)}</text>")
-        x += 24 + 7 * len(one.label)
+        x += 36 + 9 * len(one.label)
     return parts
 
 

@@ -122,3 +122,23 @@ def test_retiring_asks_first_then_closes_every_way_in_and_keeps_the_history(
     patch = client.patch("/api/v1/contacts/old@example.com",
                          json={"subscriptions": {"news": "unsubscribed"}}, headers=auth)
     assert patch.status_code == 200
+
+
+@pytest.mark.parametrize("double_opt_in", [False, True])
+def test_a_retired_topic_stops_even_the_one_statement_write_of_a_new_address(make_topic,
+                                                                            double_opt_in):
+    """With nothing of the session's pending, a new address is written whole on a connection
+    of its own, committed at once (contacts.upsert): that write must not happen either."""
+    from mailer.contacts.models import Contact
+    from mailer.database import utcnow
+
+    made = make_topic("news", double_opt_in=double_opt_in)
+    made.retired_at = utcnow()
+    db.session.commit()
+    with pytest.raises(ValidationFailed) as refused:
+        contacts.upsert("new@example.com", topics=["news"])
+    assert refused.value.code == "topic_retired"
+    db.session.rollback()
+    db.session.remove()
+    assert db.session.scalar(select(func.count()).select_from(Contact)) == 0
+    assert db.session.scalar(select(func.count()).select_from(ConsentEvent)) == 0
