@@ -271,6 +271,21 @@ def _origins(env: Mapping[str, str], name: str) -> list[str]:
     return list(dict.fromkeys(origins))
 
 
+def _address_list(env: Mapping[str, str], name: str) -> list[str]:
+    """Comma-separated email addresses, each checked (a typo would silently match nobody)."""
+    from email.utils import parseaddr
+
+    addresses = []
+    for item in (env.get(name) or "").split(","):
+        if not item.strip():
+            continue
+        address = parseaddr(item.strip())[1]
+        if "@" not in address or address != item.strip():
+            raise ConfigError(f"{name} must be comma-separated email addresses, got {item!r}")
+        addresses.append(address)
+    return addresses
+
+
 def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     value = (env.get(name) or "").strip().upper() or default
     levels = [n for n in logging.getLevelNamesMapping() if n not in ("WARN", "FATAL")]
@@ -395,6 +410,8 @@ class Config:
     MAILER_EMBED_FORM_MAX_AGE = 7 * 24 * 3600
     MAILER_API_CONTACT_LIMIT: str | None = None
     MAILER_API_CONFIRMATION_LIMIT: str | None = None
+    # Addresses besides the console users' own that may receive a campaign's test mail.
+    MAILER_TEST_RECIPIENTS: list[str] = []
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
 
     @classmethod
@@ -407,6 +424,7 @@ class Config:
             key.strip() for key in env.get("MAILER_SECRET_KEYS", "").split(",") if key.strip()
         ]
         config.MAILER_ADDRESS_HASH_KEY = _address_hash_key(env, "MAILER_ADDRESS_HASH_KEY")
+        config.MAILER_TEST_RECIPIENTS = _address_list(env, "MAILER_TEST_RECIPIENTS")
         config.MAILER_BASE_URL = _origin_url(env, "MAILER_BASE_URL", DEFAULT_BASE_URL)
         config.MAILER_SMTP_URL = _smtp_url(env, "MAILER_SMTP_URL", DEV_SMTP_URL)
         config.MAILER_FROM = _from_address(env, "MAILER_FROM")

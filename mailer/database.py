@@ -160,3 +160,13 @@ def enum_check(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:
     """A CHECK constraint (named after the column) keeping `column` within the enum's values."""
     values = ", ".join(f"'{member.value}'" for member in enum_class)
     return CheckConstraint(f"{column} IN ({values})", name=column)
+
+
+def epoch_seconds(column: Any, dialect_name: str) -> Any:
+    """A SQL expression of a UTCDateTime column as whole seconds since 1970 (UTC), on either
+    database (for grouping rows into time buckets in the query)."""
+    from sqlalchemy import Integer, cast, func
+
+    if dialect_name == "postgresql":
+        return cast(func.floor(func.extract("epoch", column)), Integer)
+    return cast(func.strftime("%s", column), Integer)  # SQLite stores UTC without an offset

@@ -11,8 +11,10 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template_string, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from markupsafe import escape
+from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +128,41 @@ def _wants_json() -> bool:
     return request.path.startswith(API_PREFIX)
 
 
-_HTML_ERROR = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ status }} {{ title }}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>{{ title }}</h1><p>{{ message }}</p></main></body></html>"""
+# What a person reads on an error page: plain words, not the protocol's.
+PAGE_WORDS: dict[int, tuple[str, str]] = {
+    400: ("That did not work", "The page could not use what was sent. If you filled in a "
+          "form, go back, reload the page and try again."),
+    401: ("Please log in", "This page needs you to log in first."),
+    403: ("Not allowed", "You are not allowed to do this."),
+    404: ("Page not found", "There is no page at this address. The link may be mistyped or "
+          "out of date."),
+    405: ("That did not work", "This page cannot be used that way."),
+    410: ("This link has expired", "The link is too old to use."),
+    413: ("Too large", "What was sent is too large."),
+    422: ("That did not work", "Some of what was sent could not be used."),
+    429: ("Too many tries", "There were too many requests from your connection in a short "
+          "time. Please wait a minute, then try again."),
+    500: ("Something went wrong", "Something went wrong on our side. Please try again in a "
+          "moment."),
+}
 
 
-def _html(status: int, title: str, message: str) -> tuple[str, int]:
-    return render_template_string(_HTML_ERROR, status=status, title=title, message=message), status
+def _html(status: int, title: str | None, message: str | None,
+          hint: str | None = None) -> tuple[str, int]:
+    """An error page of the service, in its layout (the console's link leads back to it)."""
+    default_title, default_message = PAGE_WORDS.get(status, PAGE_WORDS[400 if status < 500
+                                                                       else 500])
+    in_console = request.path.startswith("/admin/")
+    try:
+        page = render_template(
+            "pages/error.html", status=status, title=title or default_title,
+            message=message or default_message, hint=hint,
+            back_url="/admin/" if in_console else "/",
+            back_label="Back to the console" if in_console else "Go to the front page")
+    except Exception:  # an error page must never fail: plain text as the last resort
+        log.exception("error page failed to render")
+        page = escape(f"{title or default_title}\n\n{message or default_message}")
+    return page, status
 
 
 def _fields_from_webargs(messages: Any) -> dict[str, Any]:
@@ -155,13 +184,20 @@ def handle_mailer_error(error: MailerError) -> Response | tuple[str, int]:
         response = envelope(error.status, error.code, error.message, error.fields, **error.extra)
         response.headers.update(error.headers)
         return response
-    return _html(error.status, error.code.replace("_", " ").capitalize(), error.message)
+    title = PAGE_WORDS.get(error.status, PAGE_WORDS[400])[0]
+    return _html(error.status, title, error.message)
 
 
 def handle_http_exception(error: HTTPException) -> Response | tuple[str, int]:
     status = error.code or 500
     if not _wants_json():
-        return _html(status, error.name, error.description or "")
+        # Werkzeug's own descriptions speak HTTP; the page speaks plainly. A refused CSRF
+        # token (a 400 from Flask-WTF) says what to do about it.
+        hint = None
+        if isinstance(error, CSRFError):
+            hint = ("The form had expired or did not come from this site. Reload the page "
+                    "and send it again.")
+        return _html(status, None, None, hint)
     code = HTTP_CODES.get(status, "error")
     message = error.description or error.name
     fields: dict[str, Any] = {}
@@ -197,7 +233,7 @@ def handle_unexpected(error: Exception) -> Response | tuple[str, int]:
     message = f"Something went wrong on our side (incident {incident})."
     if _wants_json():
         return envelope(500, "internal_error", message)
-    return _html(500, InternalServerError.name, message)
+    return _html(500, None, f"{PAGE_WORDS[500][1]} (Incident {incident}.)")
 
 
 def register_error_handlers(app: Flask) -> None:

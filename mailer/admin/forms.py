@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -31,6 +32,7 @@ from wtforms.validators import (
 )
 
 from mailer.card_numbers import holds_card_number
+from mailer.pages.forms import MultiCheckboxField
 
 MAX_JSON_LENGTH = 100_000
 
@@ -111,8 +113,10 @@ class ComposeForm(FlaskForm):
 
 
 class TestSendForm(FlaskForm):
-    to = EmailField("Send a test to", validators=[DataRequired("Enter an address."),
-                                                  Length(max=254)])
+    # A choice among the test recipients (console users and MAILER_TEST_RECIPIENTS), never a
+    # typed address: see campaigns.testing.
+    to = SelectField("Send a test to", validate_choice=True,
+                     validators=[DataRequired("Choose an address.")])
 
 
 class ScheduleForm(FlaskForm):
@@ -191,3 +195,61 @@ class TemplateForm(FlaskForm):
         # Set here, not in the field: WTForms warns about tuple choices given to a field.
         self.category.choices = self.CATEGORIES
         self.body_format.choices = self.BODY_FORMATS
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+
+
+class TopicForm(FlaskForm):
+    """What a marketer sets on a topic; the slug only when it is made."""
+
+    name = StringField("Name", validators=[DataRequired("Give the topic a name."),
+                                           Length(max=200)])
+    description = TextAreaField("Description (shown on the signup page)",
+                                validators=[Length(max=2000)], render_kw={"rows": 3})
+    double_opt_in = BooleanField("Double opt-in: a new subscriber confirms through a mailed link")
+    public = BooleanField("Public: offered on the signup page")
+    welcome_text = TextAreaField("Welcome text (shown on the confirmation page)",
+                                 validators=[Length(max=2000)], render_kw={"rows": 3})
+
+
+class NewTopicForm(TopicForm):
+    slug = StringField("Slug (in URLs and the API; cannot change later)", validators=[
+        DataRequired("Give the topic a slug."),
+        Regexp(SLUG_PATTERN, message="Lower-case letters, digits and dashes, 1-64."),
+    ])
+
+
+# -- contacts ----------------------------------------------------------------------------------
+
+class ContactLookupForm(FlaskForm):
+    email = EmailField("Email address", validators=[DataRequired("Enter an address."),
+                                                    Length(max=254)])
+
+
+class ConfirmedActionForm(FlaskForm):
+    """A second step's button: the address acted on travels in the form, never in a URL."""
+
+    email = HiddenField(validators=[DataRequired(), Length(max=254)])
+
+
+class NewContactForm(FlaskForm):
+    email = EmailField("Email address", validators=[DataRequired("Enter an address."),
+                                                    Length(max=254)])
+    topics = MultiCheckboxField("Topics", validators=[DataRequired("Choose a topic.")])
+    source = StringField("Where consent was given (e.g. 'shop counter, signup card')",
+                         validators=[DataRequired("Say where the address gave consent."),
+                                     Length(max=120)])
+
+
+class ImportForm(FlaskForm):
+    file = FileField("CSV file (a header row with an 'email' column; other columns become "
+                     "attributes)", validators=[FileRequired("Choose a CSV file.")])
+    topic = SelectField("Topic", validate_choice=True,
+                        validators=[DataRequired("Choose a topic.")])
+    source = StringField("Where consent was given", validators=[
+        DataRequired("Say where the addresses gave consent."), Length(max=120)])
+    confirm = BooleanField("Every address in the file gave consent to this topic",
+                           validators=[DataRequired("Only import addresses that consented.")])

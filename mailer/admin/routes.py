@@ -15,7 +15,6 @@ from flask import (
     Flask,
     Response,
     current_app,
-    flash,
     g,
     jsonify,
     redirect,
@@ -25,14 +24,11 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 
 from mailer import addresses
 from mailer.admin import forms, services
 from mailer.campaigns import services as campaigns
-from mailer.campaigns.models import UNFINISHED, CampaignStatus
-from mailer.errors import MailerError
 from mailer.extensions import db, limiter, login_manager
 from mailer.messages.mime import OutgoingMail
 from mailer.messages.render import Rendered
@@ -47,7 +43,6 @@ LOGIN_RATE_LIMIT = "5 per minute"
 # Failed logins for one account, from any number of clients: guessing one admin's password
 # from many addresses is slowed down, and only that account waits.
 ACCOUNT_LOGIN_RATE_LIMIT = "5 per 15 minutes"
-ACTIONS = ("pause", "resume", "cancel")
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -169,119 +164,6 @@ def _mail_preview(mail: OutgoingMail | Rendered) -> dict[str, Any]:
     return {"subject": mail.subject, "html": mail.html, "text": mail.text}
 
 
-@blp.get("/campaigns/<campaign_id>")
-def campaign(campaign_id: str) -> str:
-    """A campaign: its counts and progress, a test send, scheduling, pause/resume/cancel."""
-    found = campaigns.get(campaign_id)
-    counts = campaigns.stats(found)
-    counts.update(services.progress_of(counts))
-    preview, problem = None, None
-    try:
-        preview = _mail_preview(campaigns.render_preview(found))
-    except MailerError as exc:
-        problem = exc.message
-    schedule_form = forms.ScheduleForm()
-    schedule_form.timezone.choices = _zone_choices()
-    return render_template(
-        "admin/campaign.html", campaign=found, counts=counts, preview=preview, problem=problem,
-        test_form=forms.TestSendForm(to=current_user.email), schedule_form=schedule_form,
-        unfinished=found.status in UNFINISHED,
-    )
-
-
-def _zone_choices() -> list[tuple[str, str]]:
-    return [("", "This browser's time zone (UTC if unknown)")] + [
-        (name, name) for name in services.time_zone_names()]
-
-
-def _back(public_id: str) -> BaseResponse:
-    return redirect(url_for("admin.campaign", campaign_id=public_id))
-
-
-def _flash_errors(form: FlaskForm) -> None:
-    for messages in form.errors.values():
-        for message in messages:
-            flash(message, "error")
-
-
-@blp.post("/campaigns/<campaign_id>/test")
-def test_send(campaign_id: str) -> BaseResponse:
-    form = forms.TestSendForm()
-    if not form.validate_on_submit():
-        _flash_errors(form)
-        return _back(campaign_id)
-    try:
-        campaigns.send_test(campaigns.get(campaign_id), form.to.data)
-        db.session.commit()
-        flash("Test mail queued: it is marked [TEST] in its subject.", "notice")
-    except MailerError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    return _back(campaign_id)
-
-
-@blp.post("/campaigns/<campaign_id>/schedule")
-def schedule(campaign_id: str) -> BaseResponse:
-    """Schedule for a wall-clock time in a time zone (the browser's by default, else UTC)."""
-    form = forms.ScheduleForm()
-    form.timezone.choices = _zone_choices()
-    if not form.validate_on_submit():
-        _flash_errors(form)
-        return _back(campaign_id)
-    zone = form.timezone.data or form.browser_timezone.data or "UTC"
-    if not form.timezone.data and zone not in services.time_zone_names():
-        zone = "UTC"
-    try:
-        send_at = services.aware(form.send_at.data, zone)
-        found = campaigns.schedule(campaigns.get(campaign_id), send_at)
-        db.session.commit()
-        flash(f"Scheduled for {send_at:%Y-%m-%d %H:%M} {zone} "
-              f"({found.send_at:%Y-%m-%d %H:%M} UTC).", "notice")
-    except MailerError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    return _back(campaign_id)
-
-
-@blp.post("/campaigns/<campaign_id>/send-now")
-def send_now(campaign_id: str) -> BaseResponse:
-    if forms.ActionForm().validate_on_submit():
-        try:
-            campaigns.schedule(campaigns.get(campaign_id), None)
-            db.session.commit()
-            flash("Sending starts within seconds.", "notice")
-        except MailerError as exc:
-            db.session.rollback()
-            flash(exc.message, "error")
-    return _back(campaign_id)
-
-
-@blp.post(f"/campaigns/<campaign_id>/<any({', '.join(ACTIONS)}):action>")
-def campaign_action(campaign_id: str, action: str) -> BaseResponse:
-    """Pause, resume or cancel; a move the campaign's state forbids is shown as a message."""
-    if forms.ActionForm().validate_on_submit():
-        try:
-            getattr(campaigns, action)(campaigns.get(campaign_id))
-            db.session.commit()
-            flash({"pause": "Paused: no new mail goes out until you resume.",
-                   "resume": "Resumed.", "cancel": "Cancelled."}[action], "notice")
-        except MailerError as exc:
-            db.session.rollback()
-            flash(exc.message, "error")
-    return _back(campaign_id)
-
-
-@blp.get("/campaigns/<campaign_id>/progress")
-def progress(campaign_id: str) -> Response:
-    """The campaign's status and aggregate counts (no per-person data), for the page's poll."""
-    found = campaigns.get(campaign_id)
-    counts = campaigns.stats(found)
-    return jsonify({"status": found.status, "counts": counts, **services.progress_of(counts),
-                    "final": found.status in (CampaignStatus.FINISHED, CampaignStatus.CANCELLED)
-                    and not (counts.get("queued", 0) + counts.get("sending", 0)
-                             + counts.get("deferred", 0))})
-
-
 # -- suppressions ------------------------------------------------------------------------------
 
 @blp.route("/suppressions", methods=["GET", "POST"])
@@ -303,6 +185,10 @@ def suppressions() -> tuple[str, int]:
 def register(app: Flask) -> None:
     # Sections in modules of their own add their views to `blp` when imported.
     from mailer.admin import api_keys, compose, reports, templates, users  # noqa: F401
+    from mailer.admin import campaigns as _campaigns  # noqa: F401
+    from mailer.admin import contacts as _contacts  # noqa: F401
+    from mailer.admin import statistics as _statistics  # noqa: F401
+    from mailer.admin import topics as _topics  # noqa: F401
 
     login_manager.user_loader(services.load_user)
     login_manager.unauthorized_handler(unauthorized)

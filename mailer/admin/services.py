@@ -17,12 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from mailer import addresses
 from mailer.admin.models import AdminUser, Role
 from mailer.campaigns.models import Campaign
-from mailer.consent.models import Subscription, SubscriptionState
+from mailer.consent.models import ConsentEvent, Subscription, SubscriptionState
+from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.errors import Conflict, ValidationFailed
 from mailer.extensions import db
 from mailer.messages.models import Message, MessageStatus
-from mailer.suppressions.models import Suppression
+from mailer.suppressions.models import Reason, Suppression
+from mailer.suppressions.services import suppressions_of
 from mailer.topics.models import Topic
 
 MIN_PASSWORD_LENGTH = 12
@@ -191,6 +193,8 @@ class TopicCounts:
     slug: str
     name: str
     public: bool
+    retired: bool = False
+    double_opt_in: bool = True
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -201,22 +205,37 @@ class TopicCounts:
     def pending(self) -> int:
         return self.counts.get(SubscriptionState.PENDING, 0)
 
+    @property
+    def unsubscribed(self) -> int:
+        return self.counts.get(SubscriptionState.UNSUBSCRIBED, 0)
 
-def topic_counts() -> list[TopicCounts]:
-    """Every topic with its subscriptions counted by state, in one grouped query."""
-    rows = db.session.execute(
-        select(Topic.slug, Topic.name, Topic.public, Subscription.state,
-               func.count(Subscription.id))
+
+def topic_counts(topic: Topic | None = None) -> list[TopicCounts]:
+    """Every topic (or the one given) with its subscriptions counted by state, in one grouped
+    query; retired topics last."""
+    query = (
+        select(Topic.slug, Topic.name, Topic.public, Topic.retired_at, Topic.double_opt_in,
+               Subscription.state, func.count(Subscription.id))
         .outerjoin(Subscription, Subscription.topic_id == Topic.id)
-        .group_by(Topic.id, Topic.slug, Topic.name, Topic.public, Subscription.state)
+        .group_by(Topic.id, Topic.slug, Topic.name, Topic.public, Topic.retired_at,
+                  Topic.double_opt_in, Subscription.state)
         .order_by(Topic.slug)
-    ).all()
+    )
+    if topic is not None:
+        query = query.where(Topic.id == topic.id)
+    rows = db.session.execute(query).all()
     topics: dict[str, TopicCounts] = {}
-    for slug, name, public, state, count in rows:
-        topic = topics.setdefault(slug, TopicCounts(slug, name, public))
+    for slug, name, public, retired_at, double_opt_in, state, count in rows:
+        counted = topics.setdefault(slug, TopicCounts(slug, name, public, retired_at is not None,
+                                                      double_opt_in))
         if state is not None:
-            topic.counts[state] = count
-    return list(topics.values())
+            counted.counts[state] = count
+    return sorted(topics.values(), key=lambda t: t.retired)
+
+
+def topic_counts_of(topic: Topic) -> TopicCounts:
+    """One topic's subscriptions counted by state."""
+    return topic_counts(topic)[0]
 
 
 FINAL_STATUSES = (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.SUPPRESSED,
@@ -262,7 +281,12 @@ class Mark:
 
 
 def describe_marks(rows: list[Suppression]) -> list[Mark]:
-    """Suppression rows as the page shows them, with the topic's name instead of its id."""
+    """Suppression rows as the page shows them, with the topic's name instead of its id.
+
+    A quarantine is left out: that an address received a Tell-a-Friend mail is disclosed to
+    nobody (CONSENT.md), so the console shows such an address as merely not subscribed.
+    """
+    rows = [row for row in rows if row.reason != Reason.QUARANTINED]
     topic_ids = {row.topic_id for row in rows if row.topic_id is not None}
     names = dict(db.session.execute(
         select(Topic.id, Topic.name).where(Topic.id.in_(topic_ids))
@@ -270,6 +294,88 @@ def describe_marks(rows: list[Suppression]) -> list[Mark]:
     return [Mark(row.reason, row.scope,
                  names.get(row.topic_id) if row.topic_id is not None else None, row.created_at)
             for row in rows]
+
+
+# -- contacts ---------------------------------------------------------------------------------
+
+# Consent events the console never shows: they would tell that a referral reached the address.
+HIDDEN_EVENT_STATES = frozenset({Reason.QUARANTINED.value, f"{Reason.QUARANTINED.value}_lifted"})
+STATE_LABELS = {
+    SubscriptionState.SUBSCRIBED: "subscribed",
+    SubscriptionState.PENDING: "waiting for the address to confirm",
+    SubscriptionState.UNSUBSCRIBED: "unsubscribed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    name: str
+    slug: str
+    state: str  # a SubscriptionState, or "not subscribed"
+    label: str
+    since: dt.datetime | None
+    retired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    at: dt.datetime
+    subject: str
+    topic: str | None
+    state: str
+    source: str
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactCard:
+    """What the console shows about one address: never whether a referral reached it."""
+
+    email: str
+    contact: Contact | None
+    topics: list[TopicState]
+    marks: list[Mark]
+    history: list[HistoryLine]
+
+    @property
+    def known(self) -> bool:
+        return self.contact is not None or bool(self.marks) or bool(self.history)
+
+
+def contact_card(raw_email: str) -> ContactCard:
+    """The card of an address typed in full (ValidationFailed when it is not an address)."""
+    try:
+        email = addresses.normalize(raw_email)
+    except addresses.InvalidAddress as exc:
+        raise ValidationFailed(str(exc), fields={"email": [str(exc)]}) from exc
+    address_hash = addresses.keyed_hash(email)
+    contact = db.session.scalar(select(Contact).where(Contact.email == email))
+    rows = suppressions_of(address_hash)
+    topic_marks = {row.topic_id: row for row in rows
+                   if row.topic_id is not None and row.reason == Reason.UNSUBSCRIBED}
+    subscriptions = {s.topic_id: s for s in contact.subscriptions} if contact else {}
+    topics = []
+    for topic in db.session.scalars(select(Topic).order_by(Topic.name)):
+        subscription = subscriptions.get(topic.id)
+        if subscription is not None:
+            state, since = subscription.state, subscription.updated_at
+        elif topic.id in topic_marks:
+            state, since = SubscriptionState.UNSUBSCRIBED.value, topic_marks[topic.id].created_at
+        elif topic.retired:
+            continue
+        else:
+            state, since = "not subscribed", None
+        topics.append(TopicState(topic.name, topic.slug, state,
+                                 STATE_LABELS.get(state, "not subscribed"), since,
+                                 topic.retired))
+    events = db.session.scalars(select(ConsentEvent)
+                                .where(ConsentEvent.address_hash == address_hash)
+                                .order_by(ConsentEvent.id))
+    history = [HistoryLine(event.created_at, event.subject,
+                           event.topic.name if event.topic is not None else None,
+                           event.state, event.source, event.note)
+               for event in events if event.state not in HIDDEN_EVENT_STATES]
+    return ContactCard(email, contact, topics, describe_marks(rows), history)
 
 
 # -- time zones --------------------------------------------------------------------------------

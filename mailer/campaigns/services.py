@@ -112,6 +112,12 @@ def list_campaigns(limit: int = 100) -> list[Campaign]:
     return list(db.session.scalars(select(Campaign).order_by(Campaign.id.desc()).limit(limit)))
 
 
+def allowed_actions(campaign: Campaign) -> set[str]:
+    """The actions of TRANSITIONS the campaign's status allows now."""
+    return {action for action, (allowed, _target) in TRANSITIONS.items()
+            if campaign.status in allowed}
+
+
 def _move(campaign: Campaign, action: str) -> None:
     allowed, target = TRANSITIONS[action]
     if campaign.status not in allowed:
@@ -181,10 +187,12 @@ def send_test(campaign: Campaign, to: str, *, api_key_id: int | None = None) -> 
 
     A test mail is marketing for the campaign's topic like the campaign itself, so the
     consent gate judges it as promotional mail of that topic (CONSENT.md: "sends and
-    campaigns alike"): only an address subscribed to the topic and without a mark gets it.
-    Otherwise a test form would be a way to send marketing to anyone, quarantined
-    referral recipients included. It is rendered exactly as the campaign's mail, footer
-    and links included, so what is checked is what subscribers will get.
+    campaigns alike"): an address subscribed to the topic and without a mark gets it, and
+    so does a test recipient (a console user, MAILER_TEST_RECIPIENTS; see
+    campaigns.testing) without a mark. Nobody else: a test form must not be a way to send
+    marketing to anyone, quarantined referral recipients included. It is rendered exactly as
+    the campaign's mail, footer and links included, so what is checked is what subscribers
+    will get.
     """
     try:
         return accept(
@@ -197,7 +205,9 @@ def send_test(campaign: Campaign, to: str, *, api_key_id: int | None = None) -> 
         raise RecipientSuppressed(
             reason,
             message=(f"Test mails are marketing for the topic {campaign.topic.name!r}: they go "
-                     f"only to an address subscribed to it, and this one is not ({reason})."),
+                     f"only to a console user's address, one listed in MAILER_TEST_RECIPIENTS, "
+                     f"or an address subscribed to the topic, and never to a marked address; "
+                     f"this one is refused ({reason})."),
         ) from exc
 
 

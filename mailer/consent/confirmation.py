@@ -79,7 +79,9 @@ def _topics_of(payload: dict[str, Any]) -> list[Topic]:
     ids = [i for i in payload.get("t") or [] if isinstance(i, int) and not isinstance(i, bool)]
     if not ids:
         return []
-    return list(db.session.scalars(select(Topic).where(Topic.id.in_(ids)).order_by(Topic.name)))
+    # A retired topic takes no new subscription, not even through a link mailed before.
+    return list(db.session.scalars(
+        select(Topic).where(Topic.id.in_(ids), Topic.retired_at.is_(None)).order_by(Topic.name)))
 
 
 def read(token: str) -> Asked:

@@ -66,6 +66,9 @@ class Request:
     category: Category
     topic_id: int | None = None
     template: str | None = None  # for confirmation mails: which cap counts it
+    # A campaign's test mail to a test recipient (campaigns.testing): promotional mail that
+    # needs no subscription, but every mark and an unsubscribe from the topic still refuse it.
+    test_recipient: bool = False
 
 
 def confirmation_kind(template: str | None) -> str:
@@ -98,6 +101,7 @@ def decide(
     confirmations_today: int = 0,
     now: dt.datetime | None = None,
     stage: Stage = Stage.ACCEPT,
+    test_recipient: bool = False,
 ) -> Decision:
     """The rule table: may a mail of `category` go to an address with these marks and state?
 
@@ -132,6 +136,8 @@ def decide(
                 return Decision(False, label)
         if Reason.UNSUBSCRIBED in topic_marks or subscription == SubscriptionState.UNSUBSCRIBED:
             return Decision(False, "unsubscribed")
+        if test_recipient:
+            return ALLOW
         if subscription != SubscriptionState.SUBSCRIBED:
             return Decision(False, "not_subscribed")
         return ALLOW
@@ -295,6 +301,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
                 (r.address_hash, confirmation_kind(r.template)), 0),
             now=now,
             stage=stage,
+            test_recipient=r.test_recipient,
         )
         for r in requests
     ]
@@ -306,8 +313,9 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
 
 def check(
     address_hash: str, category: Category, topic_id: int | None = None, *,
-    stage: Stage = Stage.ACCEPT, template: str | None = None,
+    stage: Stage = Stage.ACCEPT, template: str | None = None, test_recipient: bool = False,
 ) -> Decision:
     """Decide one mail; see check_many. `template` decides which cap a confirmation mail
     counts against."""
-    return check_many([Request(address_hash, category, topic_id, template)], stage=stage)[0]
+    return check_many([Request(address_hash, category, topic_id, template=template,
+                               test_recipient=test_recipient)], stage=stage)[0]

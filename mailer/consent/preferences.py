@@ -74,9 +74,10 @@ def apply(contact: Contact, wanted: set[str], partner_sharing: bool) -> Applied:
     leave = [t for t in shown
              if t.slug not in wanted and current.get(t.id) in (SubscriptionState.SUBSCRIBED,
                                                                 SubscriptionState.PENDING)]
+    # A retired topic takes no new subscription: ticking it changes nothing.
     join = [t for t in shown
-            if t.slug in wanted and current.get(t.id) not in (SubscriptionState.SUBSCRIBED,
-                                                              SubscriptionState.PENDING)]
+            if t.slug in wanted and not t.retired
+            and current.get(t.id) not in (SubscriptionState.SUBSCRIBED, SubscriptionState.PENDING)]
     consent.unsubscribe(contact, leave, source=ConsentSource.PREFERENCES)
     outcome = consent.request_subscriptions(contact, join, source=ConsentSource.PREFERENCES,
                                             kind=RequestKind.ASK)

@@ -20,6 +20,7 @@ from mailer.contacts.models import Contact
 from mailer.database import insert_of_dialect, utcnow
 from mailer.extensions import db
 from mailer.topics.models import Topic
+from mailer.topics.services import refuse_retired
 
 
 class RequestKind(enum.Enum):
@@ -160,6 +161,7 @@ def request_subscriptions(
     outcome = SubscriptionOutcome()
     if not topics:
         return outcome
+    refuse_retired(topics)
     if marked is None:
         marked = bool(db.session.scalar(select(gate.needs_own_confirmation(
             contact.address_hash))))

@@ -34,7 +34,7 @@ from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.models import Topic
-from mailer.topics.services import in_order, topics_by_slug
+from mailer.topics.services import in_order, refuse_retired, topics_by_slug
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_NAME = 64
@@ -157,6 +157,7 @@ def upsert(
     if attributes is not None:
         check_attributes(attributes)  # before anything is written
     wanted_topics, marked = _topics_and_mark(topics, address_hash)
+    refuse_retired(wanted_topics)  # before anything is written
     contact = _lookup(normalized)
     created = False
     for _attempt in range(3):
@@ -361,7 +362,8 @@ def export_address(raw_email: str) -> dict[str, Any]:
     return {"email": email, **_held_under_hash(address_hash)}
 
 
-def _erase_hash(address_hash: str, source: ConsentSource, contact: Contact | None = None) -> None:
+def _erase_hash(address_hash: str, source: ConsentSource, contact: Contact | None = None,
+                note: str | None = None) -> None:
     """The erasure pieces: drop the consent log (its notes may quote the caller) and the
     contact if there is one, scrub the outbox rows, and mark the hash `erased` with one
     event saying so."""
@@ -372,27 +374,29 @@ def _erase_hash(address_hash: str, source: ConsentSource, contact: Contact | Non
         db.session.delete(contact)
     outbox.scrub_recipient(address_hash)
     db.session.flush()
-    suppressions.suppress(address_hash, Reason.ERASED, source=source)
+    suppressions.suppress(address_hash, Reason.ERASED, source=source, note=note)
     if erased_before:
         # suppress() found the mark and logged nothing, and the delete above took the
         # earlier record: log this erasure, so the history says the address was erased.
         db.session.add(ConsentEvent(contact_id=None, address_hash=address_hash,
                                     subject=ConsentSubject.ADDRESS, state=Reason.ERASED.value,
-                                    source=source))
+                                    source=source, note=note))
     db.session.flush()
 
 
-def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API) -> None:
+def erase(contact: Contact, *, source: ConsentSource = ConsentSource.API,
+          note: str | None = None) -> None:
     """Erase every plaintext trace of the contact; keep its address suppressed by keyed hash.
 
     The contact, its subscriptions and its consent history go; one consent
     event keyed by hash records the erasure, and the `erased` mark keeps the
     address from ever being marketed to again.
     """
-    _erase_hash(contact.address_hash, source, contact)
+    _erase_hash(contact.address_hash, source, contact, note)
 
 
-def erase_address(raw_email: str, *, source: ConsentSource = ConsentSource.API) -> None:
+def erase_address(raw_email: str, *, source: ConsentSource = ConsentSource.API,
+                  note: str | None = None) -> None:
     """Erase an address in any spelling: its contact if it is one (see erase()), else what is
     kept under its keyed hash alone (a Tell-a-Friend recipient, an address known from a
     bounce or a transactional send), which ends marked `erased` all the same. NotFound only
@@ -401,12 +405,12 @@ def erase_address(raw_email: str, *, source: ConsentSource = ConsentSource.API) 
     email = _normalize(raw_email)
     contact = _lookup(email)
     if contact is not None:
-        erase(contact, source=source)
+        erase(contact, source=source, note=note)
         return
     address_hash = addresses.keyed_hash(email)
     if not _held_by_hash(address_hash):
         raise _nothing_held()
-    _erase_hash(address_hash, source)
+    _erase_hash(address_hash, source, note=note)
 
 
 def checkpoint_after_erasure() -> None:

@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
+from mailer.campaigns.testing import test_recipient_hashes
 from mailer.consent import gate
 from mailer.consent.gate import Stage
 from mailer.database import utcnow
@@ -106,7 +107,8 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         test=request.test,
     ))
     decision = gate.check(address_hash, category, topic.id if topic else None,
-                          stage=Stage.ACCEPT, template=request.template)
+                          stage=Stage.ACCEPT, template=request.template,
+                          test_recipient=request.test and address_hash in test_recipient_hashes())
     if not decision.allowed:
         raise RecipientSuppressed(decision.reason or "refused")
     now = utcnow()

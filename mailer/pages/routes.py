@@ -280,6 +280,8 @@ def preferences_page(token: str) -> tuple[str, int] | str:
 
 
 def register(app: Flask) -> None:
+    from mailer.pages import home  # noqa: F401  (its view joins blp)
+
     app.register_blueprint(blp)
     from mailer.pages import tell_a_friend
 

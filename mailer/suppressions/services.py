@@ -32,8 +32,10 @@ def suppress(
     source: ConsentSource,
     topic_id: int | None = None,
     contact_id: int | None = None,
+    note: str | None = None,
 ) -> Suppression:
-    """Mark an address (idempotent) and log the mark as a consent event."""
+    """Mark an address (idempotent) and log the mark as a consent event (`note`: who asked,
+    e.g. the console user)."""
     scope = Scope.TOPIC if topic_id is not None else DEFAULT_SCOPE[reason]
     same_topic = (
         Suppression.topic_id.is_(None) if topic_id is None else Suppression.topic_id == topic_id
@@ -58,6 +60,7 @@ def suppress(
             topic_id=topic_id,
             state=reason.value,
             source=source,
+            note=note,
         )
     )
     db.session.flush()

@@ -22,4 +22,13 @@ class Topic(db.Model):
     description: Mapped[str] = mapped_column(Text, default="")
     double_opt_in: Mapped[bool] = mapped_column(default=True)
     public: Mapped[bool] = mapped_column(default=False)
+    # Shown on the confirmation page once an address confirms (plain text).
+    welcome_text: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the topic is retired: no new subscription from then on, by any path; its
+    # subscriptions and consent history stay as they were.
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None

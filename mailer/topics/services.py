@@ -8,7 +8,8 @@ from typing import Protocol, TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from mailer.errors import Conflict, ValidationFailed
+from mailer.database import utcnow
+from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
 from mailer.topics.models import Topic
 
@@ -24,19 +25,77 @@ T = TypeVar("T", bound=Slugged)
 
 
 def list_topics(*, public_only: bool = False) -> list[Topic]:
-    """All topics (or the public ones), by slug."""
+    """All topics (or the public ones that are not retired: those a form may offer), by slug."""
     query = select(Topic).order_by(Topic.slug)
     if public_only:
-        query = query.where(Topic.public.is_(True))
+        query = query.where(Topic.public.is_(True), Topic.retired_at.is_(None))
     return list(db.session.scalars(query))
 
 
+def get_topic(slug: str) -> Topic:
+    """The topic of a slug, or NotFound(topic_not_found)."""
+    topic = db.session.scalar(select(Topic).where(Topic.slug == slug))
+    if topic is None:
+        raise NotFound("No topic with that slug.", code="topic_not_found")
+    return topic
+
+
+def update_topic(topic: Topic, *, name: str, description: str, double_opt_in: bool,
+                 public: bool, welcome_text: str) -> Topic:
+    """Change what a topic says and how it is joined; its slug and history stay.
+
+    A change of double opt-in applies to requests from now on: nobody already pending or
+    subscribed is moved."""
+    topic.name = name
+    topic.description = description
+    topic.double_opt_in = double_opt_in
+    topic.public = public
+    topic.welcome_text = welcome_text
+    db.session.flush()
+    return topic
+
+
+def retire_topic(topic: Topic) -> Topic:
+    """Retire a topic: from now on no path subscribes anyone to it (see refuse_retired());
+    its subscriptions, their consent history and its campaigns are kept. Retiring twice
+    keeps the first time."""
+    if topic.retired_at is None:
+        topic.retired_at = utcnow()
+        topic.public = False  # no form offers it any more
+    db.session.flush()
+    return topic
+
+
+class Retirable(Protocol):
+    """A topic, or a row of the topics table (every column)."""
+
+    @property
+    def slug(self) -> str: ...
+
+    @property
+    def retired_at(self) -> object: ...
+
+
+def refuse_retired(topics: Iterable[Retirable], field: str = "topics") -> None:
+    """Raise ValidationFailed(topic_retired) naming `field` and each retired topic among
+    `topics`: every way of asking for a subscription calls this before it writes."""
+    retired = [topic.slug for topic in topics if topic.retired_at is not None]
+    if retired:
+        raise ValidationFailed(
+            "Retired topic: " + ", ".join(retired) + " (it takes no new subscriptions).",
+            code="topic_retired",
+            fields={field: [f"Retired topic: {slug}" for slug in retired]},
+        )
+
+
 def create_topic(
-    slug: str, name: str, description: str = "", double_opt_in: bool = True, public: bool = False
+    slug: str, name: str, description: str = "", double_opt_in: bool = True, public: bool = False,
+    welcome_text: str = "",
 ) -> Topic:
     """Add a topic; a taken slug raises Conflict(topic_exists)."""
     topic = Topic(
-        slug=slug, name=name, description=description, double_opt_in=double_opt_in, public=public
+        slug=slug, name=name, description=description, double_opt_in=double_opt_in, public=public,
+        welcome_text=welcome_text,
     )
     taken = Conflict(f"A topic with slug '{slug}' already exists.", code="topic_exists",
                      fields={"slug": ["This slug is taken."]})

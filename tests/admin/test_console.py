@@ -8,7 +8,7 @@ import logging
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailer import addresses
 from mailer.admin import services as admin
@@ -326,30 +326,6 @@ def test_compose_shows_problems_on_the_page(console, make_topic, fields, message
     assert db.session.scalar(select(Campaign)) is None
 
 
-def test_a_test_send_goes_to_the_logged_in_user_by_default(console, make_topic):
-    make_topic("news", double_opt_in=False)
-    contacts.upsert(EMAIL, topics=["news"])  # test mails go to subscribers of the topic only
-    db.session.commit()
-    campaign = draft()
-    page = console.get(page_of(campaign)).get_data(as_text=True)
-    assert f'value="{EMAIL}"' in page
-    response = post(console, f"{page_of(campaign)}/test", {"to": EMAIL},
-                    form_page=page_of(campaign))
-    assert response.status_code == 302
-    message = db.session.scalar(select(Message))
-    assert message.is_test and message.to_address == EMAIL and message.campaign_id is None
-    assert "Test mail queued" in flashed(console, page_of(campaign))
-
-    post(console, f"{page_of(campaign)}/test", {"to": "not an address"},
-         form_page=page_of(campaign))
-    assert "email address" in flashed(console, page_of(campaign))
-
-    post(console, f"{page_of(campaign)}/test", {"to": "someone@example.com"},
-         form_page=page_of(campaign))
-    assert "only to an address subscribed to it" in flashed(console, page_of(campaign))
-    assert db.session.scalar(select(func.count()).select_from(Message)) == 1
-
-
 @pytest.mark.parametrize(("local", "zone", "browser", "utc"), [
     ("2030-01-15T09:00", "Europe/Berlin", "", dt.datetime(2030, 1, 15, 8, 0, tzinfo=dt.UTC)),
     ("2030-07-15T09:00", "Europe/Berlin", "", dt.datetime(2030, 7, 15, 7, 0, tzinfo=dt.UTC)),
@@ -365,6 +341,15 @@ def test_schedule_takes_a_wall_clock_time_in_a_time_zone(console, make_topic, lo
     response = post(console, f"{page_of(campaign)}/schedule",
                     {"send_at": local, "timezone": zone, "browser_timezone": browser},
                     form_page=page_of(campaign))
+    # First a confirmation page, which names the time in its zone and in UTC.
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert f"{utc:%Y-%m-%d %H:%M} UTC" in page
+    fresh()
+    assert campaigns.get(campaign).status == "draft"
+    send_at_utc = re.search(r'name="send_at_utc" value="([^"]+)"', page).group(1)
+    response = post(console, f"{page_of(campaign)}/schedule/confirmed",
+                    {"send_at_utc": send_at_utc}, form_page=page_of(campaign))
     assert response.status_code == 302
     fresh()
     scheduled = campaigns.get(campaign)

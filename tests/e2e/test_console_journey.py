@@ -93,7 +93,8 @@ def test_compose_preview_test_send_and_watch_a_campaign_finish(page, live_url, s
     test_mail = email.message_from_bytes(tests[0].data, policy=email.policy.default)
     assert test_mail["Subject"] == "[TEST] Winter sale"
 
-    page.get_by_role("button", name="Send now").click()
+    page.get_by_role("link", name="Send now…").click()
+    page.get_by_role("button", name="Send it now").click()
     page.get_by_text("Sending starts within seconds.").wait_for()
     run_worker_until_finished(app, smtp, public_id)
 
