@@ -17,13 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
-from mailer.consent.gate import Category
 from mailer.errors import Conflict, ValidationFailed
 from mailer.extensions import db
 from mailer.messages import authoring, templates
 from mailer.messages.compose import Envelope, TopicInfo, compose
 from mailer.messages.mime import OutgoingMail
-from mailer.messages.models import BodyFormat, ConsoleTemplate, TemplateCategory
+from mailer.messages.models import BodyFormat, Category, ConsoleTemplate, TemplateCategory
 from mailer.messages.render import TEMPLATE_NAME, ConsoleSource, renderer
 
 MAX_NAME_LENGTH = 80

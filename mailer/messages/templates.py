@@ -29,9 +29,8 @@ from flask import current_app
 from jinja2 import TemplateError, meta, nodes
 from sqlalchemy import bindparam, func, select, tuple_
 
-from mailer.consent.gate import Category
 from mailer.extensions import db
-from mailer.messages.models import ConsoleTemplate, TemplateCategory
+from mailer.messages.models import Category, ConsoleTemplate, TemplateCategory
 from mailer.messages.render import (
     TEMPLATE_NAME,
     ConsoleSource,
