@@ -215,11 +215,20 @@ def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked
 
 def unsubscribe(
     contact: Contact, topics: list[Topic], *, source: ConsentSource, note: str | None = None
-) -> None:
-    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too)."""
+) -> list[Topic]:
+    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too).
+
+    Returns the topics whose subscription this call ended (they were `subscribed`); a
+    concurrent request that ended one first has it, not this call."""
+    ended = []
     for topic in topics:
-        set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note)
+        current = subscription_for(contact, topic)
+        was_subscribed = current is not None and current.state == SubscriptionState.SUBSCRIBED
+        if set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note) \
+                and was_subscribed:
+            ended.append(topic)
     db.session.flush()
+    return ended
 
 
 def set_partner_sharing(

@@ -90,12 +90,12 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
     topic = db.session.get(Topic, target.topic_id) if target.topic_id is not None else None
     contact = db.session.scalar(
         select(Contact).where(Contact.address_hash == target.address_hash))
-    subscribed_before = _subscribed_topics(contact)
+    ended: list[Topic] = []
     if scope is Scope.ALL:
         if contact is not None:
             topics = [s.topic for s in contact.subscriptions
                       if s.state != SubscriptionState.UNSUBSCRIBED]
-            consent.unsubscribe(contact, topics, source=source)
+            ended = consent.unsubscribe(contact, topics, source=source)
         suppressions.suppress(target.address_hash, Reason.LEFT, source=source,
                               contact_id=contact.id if contact else None)
     elif topic is None:
@@ -104,20 +104,14 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
         suppressions.suppress(target.address_hash, Reason.BLOCKED, source=source,
                               contact_id=contact.id if contact else None)
     elif contact is not None:
-        consent.unsubscribe(contact, [topic], source=source)
+        ended = consent.unsubscribe(contact, [topic], source=source)
     else:
         suppressions.suppress(target.address_hash, Reason.UNSUBSCRIBED, source=source,
                               topic_id=topic.id)
-    if target.campaign_id is not None and subscribed_before - _subscribed_topics(contact):
+    if target.campaign_id is not None and ended:
         db.session.execute(update(Campaign).where(Campaign.id == target.campaign_id)
                            .values(unsubscribed=Campaign.unsubscribed + 1))
     db.session.flush()
     return Unsubscribed(scope, topic.name if topic is not None and scope is Scope.TOPIC
                         else None)
-
-
-def _subscribed_topics(contact: Contact | None) -> set[int]:
-    if contact is None:
-        return set()
-    return {s.topic_id for s in contact.subscriptions if s.state == SubscriptionState.SUBSCRIBED}
 
