@@ -124,10 +124,12 @@ _INSERT_CONTACT = {
     .returning(Contact)
     for name, dialect in DIALECTS.items()
 }
-# The topics asked for and whether the address carries a mark that only its own
-# confirmation lifts, in one statement.
-_TOPICS_AND_MARK = (
-    select(Topic, gate.needs_own_confirmation(bindparam("address_hash")).label("marked"))
+# The topics asked for, whether the address carries a mark that only its own confirmation
+# lifts, and whether it is a contact already, in one statement.
+_TOPICS_AND_ADDRESS = (
+    select(Topic, gate.needs_own_confirmation(bindparam("address_hash")).label("marked"),
+           select(Contact.id).where(Contact.email == bindparam("email"))
+           .scalar_subquery().label("contact_id"))
     .where(Topic.slug.in_(bindparam("slugs", expanding=True)))
 )
 
@@ -174,8 +176,8 @@ def upsert(
     address_hash = addresses.keyed_hash(normalized)
     if attributes is not None:
         check_attributes(attributes)  # before anything is written
-    wanted_topics, marked = _topics_and_mark(topics, address_hash)
-    contact = _lookup(normalized)
+    wanted_topics, marked, known = _topics_and_address(topics, normalized, address_hash)
+    contact = _lookup(normalized) if known else None
     created = False
     for _attempt in range(3):
         if contact is not None:
@@ -206,18 +208,19 @@ def upsert(
     return Upserted(contact=contact, created=created, outcome=outcome)
 
 
-def _topics_and_mark(slugs: list[str] | tuple[str, ...],
-                     address_hash: str) -> tuple[list[Topic], bool]:
-    """The topics of the slugs, in order, and whether the address carries a mark that only
-    its own confirmation lifts, in one statement; no topics (and no read) for no slugs. An
-    unknown slug raises ValidationFailed naming `topics`."""
+def _topics_and_address(slugs: list[str] | tuple[str, ...], email: str, address_hash: str
+                        ) -> tuple[list[Topic], bool, bool]:
+    """The topics of the slugs, in order; whether the address carries a mark that only its
+    own confirmation lifts; whether it may be a contact already (True when no topic was
+    asked for: then nothing is read here). An unknown slug raises ValidationFailed naming
+    `topics`."""
     wanted = list(dict.fromkeys(slugs))
     if not wanted:
-        return [], False
-    rows = db.session.execute(_TOPICS_AND_MARK,
-                              {"address_hash": address_hash, "slugs": wanted}).all()
-    topics = in_order(wanted, (topic for topic, _marked in rows))
-    return list(topics.values()), bool(rows[0].marked)
+        return [], False, True
+    rows = db.session.execute(_TOPICS_AND_ADDRESS, {
+        "address_hash": address_hash, "email": email, "slugs": wanted}).all()
+    topics = in_order(wanted, (row.Topic for row in rows))
+    return list(topics.values()), bool(rows[0].marked), rows[0].contact_id is not None
 
 
 def _first_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
