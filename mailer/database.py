@@ -148,12 +148,14 @@ def truncate_sqlite_wal(engine: Engine, wait_seconds: float = 1.0) -> bool:
     return busy == 0
 
 
-def insert_of_dialect(session: Session, entity: Any) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT of `entity` in the dialect of the session's database, for its
-    `on_conflict_do_nothing()` (PostgreSQL and SQLite spell it alike; plain `insert()` has
-    none)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(entity)
+# The dialects whose INSERT has `on_conflict_do_nothing()` (plain `insert()` has none),
+# spelled alike on both: build a statement for each once, and run the session's.
+DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
+
+
+def dialect_of(session: Session) -> str:
+    """The name of the session's database dialect (a key of DIALECTS)."""
+    return session.get_bind().dialect.name
 
 
 def enum_check(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:

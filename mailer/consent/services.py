@@ -6,7 +6,8 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer.consent import gate
 from mailer.consent.models import (
@@ -17,7 +18,7 @@ from mailer.consent.models import (
     SubscriptionState,
 )
 from mailer.contacts.models import Contact
-from mailer.database import insert_of_dialect, utcnow
+from mailer.database import DIALECTS, dialect_of, utcnow
 from mailer.extensions import db
 from mailer.topics.models import Topic
 from mailer.topics.services import refuse_retired
@@ -46,6 +47,33 @@ class SubscriptionOutcome:
     kept_unsubscribed: list[str] = field(default_factory=list)
 
 
+# Statements of consent changes, built once with bind parameters (building a statement each
+# time cost more than SQLite running it).
+_INSERT_EVENT = insert(ConsentEvent.__table__)  # a log row: nothing of it is read back
+# A contact's first row for a topic. ON CONFLICT DO NOTHING: the loser of a race for it waits
+# for the winner's commit (PostgreSQL, at the unique index; SQLite, for the write lock), gets
+# no row back and never a unique violation (a 500).
+_INSERT_SUBSCRIPTION = {
+    name: dialect.insert(Subscription)
+    .values({column: bindparam(column) for column in (
+        "contact_id", "topic_id", "state", "created_at", "updated_at")})
+    .on_conflict_do_nothing(index_elements=["contact_id", "topic_id"])
+    .returning(Subscription)
+    for name, dialect in DIALECTS.items()
+}
+# A subscription's change of state, only from the state we read: two concurrent requests (two
+# clicks of one link) never both make, log and count the same change. The session's object
+# is then set to what was written.
+_CHANGE_STATE = (
+    update(Subscription)
+    .where(Subscription.id == bindparam("p_id"), Subscription.state == bindparam("p_from"))
+    .values(state=bindparam("p_to"), updated_at=bindparam("p_now"))
+    .execution_options(synchronize_session=False)
+)
+_SUBSCRIPTION = select(Subscription).where(Subscription.contact_id == bindparam("contact_id"),
+                                           Subscription.topic_id == bindparam("topic_id"))
+
+
 def _contact_id(contact: Contact) -> int:
     if contact.id is None:  # a contact added but not flushed yet
         db.session.flush()
@@ -54,11 +82,11 @@ def _contact_id(contact: Contact) -> int:
 
 def _log(contact: Contact, subject: ConsentSubject, state: str, source: ConsentSource,
          note: str | None, topic: Topic | None = None) -> None:
-    db.session.add(ConsentEvent(
-        contact_id=_contact_id(contact), address_hash=contact.address_hash,
-        subject=subject.value, topic_id=topic.id if topic is not None else None, state=state,
-        source=source.value, note=note, created_at=utcnow(),
-    ))
+    db.session.execute(_INSERT_EVENT, {
+        "contact_id": _contact_id(contact), "address_hash": contact.address_hash,
+        "subject": subject.value, "topic_id": topic.id if topic is not None else None,
+        "state": state, "source": source.value, "note": note, "created_at": utcnow(),
+    })
 
 
 def subscription_for(contact: Contact, topic: Topic) -> Subscription | None:
@@ -77,25 +105,19 @@ class _RowChanged(Exception):
 def _insert_subscription(contact: Contact, topic: Topic, state: SubscriptionState,
                          now: dt.datetime) -> Subscription:
     """Write the contact's first row for the topic and return it; raise _RowChanged, with the
-    winner's row loaded, when a concurrent request made it first.
-
-    ON CONFLICT DO NOTHING: the loser of that race waits for the winner's commit (PostgreSQL,
-    at the unique index; SQLite, for the write lock), gets no row back and never a unique
-    violation (a 500)."""
+    winner's row loaded, when a concurrent request made it first."""
     key = {"contact_id": _contact_id(contact), "topic_id": topic.id}
-    subscription = db.session.scalar(
-        insert_of_dialect(db.session, Subscription)
-        .values(**key, state=state.value, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["contact_id", "topic_id"])
-        .returning(Subscription)
-    )
+    subscription = db.session.scalar(_INSERT_SUBSCRIPTION[dialect_of(db.session)], {
+        **key, "state": state.value, "created_at": now, "updated_at": now})
     if subscription is None:
         # Read after our INSERT waited for the winner's commit: its row is visible now.
-        contact.subscriptions.append(db.session.scalars(select(Subscription).filter_by(**key))
-                                     .one())
+        winner = db.session.scalars(_SUBSCRIPTION, key).one()
+        set_committed_value(contact, "subscriptions", [*contact.subscriptions, winner])
         raise _RowChanged()
-    subscription.topic = topic  # the one loaded already: no read of it to follow
-    contact.subscriptions.append(subscription)
+    # The rows as the database holds them now: set as loaded, not as changes to write (which
+    # the next flush would only find to be no change, at a cost).
+    set_committed_value(subscription, "topic", topic)
+    set_committed_value(contact, "subscriptions", [*contact.subscriptions, subscription])
     return subscription
 
 
@@ -109,16 +131,16 @@ def _set_state(contact: Contact, topic: Topic, state: SubscriptionState,
     elif subscription.state == state:
         return False
     else:
-        # From the state we read only: two concurrent requests (two clicks of one link) never
-        # both make, log and count the same change.
-        changed = db.session.execute(
-            update(Subscription)
-            .where(Subscription.id == subscription.id, Subscription.state == subscription.state)
-            .values(state=state.value, updated_at=now)
-        ).rowcount
+        if subscription in db.session.dirty:
+            db.session.flush()  # changed elsewhere through the ORM: that goes first
+        changed = db.session.execute(_CHANGE_STATE, {
+            "p_id": subscription.id, "p_from": subscription.state, "p_to": state.value,
+            "p_now": now}).rowcount
         if not changed:
             db.session.refresh(subscription)
             raise _RowChanged()
+        set_committed_value(subscription, "state", state.value)
+        set_committed_value(subscription, "updated_at", now)
     _log(contact, ConsentSubject.TOPIC, state.value, source, note, topic)
     return True
 
@@ -217,11 +239,20 @@ def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked
 
 def unsubscribe(
     contact: Contact, topics: list[Topic], *, source: ConsentSource, note: str | None = None
-) -> None:
-    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too)."""
+) -> list[Topic]:
+    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too).
+
+    Returns the topics whose subscription this call ended (they were `subscribed`); a
+    concurrent request that ended one first has it, not this call."""
+    ended = []
     for topic in topics:
-        set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note)
+        current = subscription_for(contact, topic)
+        was_subscribed = current is not None and current.state == SubscriptionState.SUBSCRIBED
+        if set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note) \
+                and was_subscribed:
+            ended.append(topic)
     db.session.flush()
+    return ended
 
 
 def set_partner_sharing(

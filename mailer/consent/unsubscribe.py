@@ -14,7 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import joinedload
 
 from mailer.campaigns.models import Campaign
 from mailer.consent import services as consent
@@ -79,6 +80,12 @@ def topic_name(target: LinkTarget) -> str | None:
     return db.session.scalar(select(Topic.name).where(Topic.id == target.topic_id))
 
 
+_CONTACT_WITH_SUBSCRIPTIONS = (
+    select(Contact).where(Contact.address_hash == bindparam("address_hash"))
+    .options(joinedload(Contact.subscriptions))
+)
+
+
 def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsubscribed:
     """Withdraw consent as the link holder asked; repeating it changes nothing more. Flushes;
     the request commits.
@@ -87,15 +94,17 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
     me again" and marks the address `blocked`. A campaign's link adds one to the
     campaign's unsubscribe count when it ends a subscription (a count, never who).
     """
+    # The contact with its subscriptions and their topics in one statement: the link's topic
+    # is then among them (no read of its own) when the address has a row for it.
+    contact = db.session.scalars(_CONTACT_WITH_SUBSCRIPTIONS,
+                                 {"address_hash": target.address_hash}).unique().first()
     topic = db.session.get(Topic, target.topic_id) if target.topic_id is not None else None
-    contact = db.session.scalar(
-        select(Contact).where(Contact.address_hash == target.address_hash))
-    subscribed_before = _subscribed_topics(contact)
+    ended: list[Topic] = []
     if scope is Scope.ALL:
         if contact is not None:
             topics = [s.topic for s in contact.subscriptions
                       if s.state != SubscriptionState.UNSUBSCRIBED]
-            consent.unsubscribe(contact, topics, source=source)
+            ended = consent.unsubscribe(contact, topics, source=source)
             # "Everything" says "no partner sharing" too (CONSENT.md: `left` withdraws it).
             consent.set_partner_sharing(contact, False, source=source)
         suppressions.suppress(target.address_hash, Reason.LEFT, source=source,
@@ -106,20 +115,14 @@ def unsubscribe(target: LinkTarget, scope: Scope, source: ConsentSource) -> Unsu
         suppressions.suppress(target.address_hash, Reason.BLOCKED, source=source,
                               contact_id=contact.id if contact else None)
     elif contact is not None:
-        consent.unsubscribe(contact, [topic], source=source)
+        ended = consent.unsubscribe(contact, [topic], source=source)
     else:
         suppressions.suppress(target.address_hash, Reason.UNSUBSCRIBED, source=source,
                               topic_id=topic.id)
-    if target.campaign_id is not None and subscribed_before - _subscribed_topics(contact):
+    if target.campaign_id is not None and ended:
         db.session.execute(update(Campaign).where(Campaign.id == target.campaign_id)
                            .values(unsubscribed=Campaign.unsubscribed + 1))
     db.session.flush()
     return Unsubscribed(scope, topic.name if topic is not None and scope is Scope.TOPIC
                         else None)
-
-
-def _subscribed_topics(contact: Contact | None) -> set[int]:
-    if contact is None:
-        return set()
-    return {s.topic_id for s in contact.subscriptions if s.state == SubscriptionState.SUBSCRIBED}
 

@@ -22,8 +22,9 @@ from mailer.consent.models import (
 from mailer.consent.services import RequestKind, SubscriptionOutcome
 from mailer.contacts.models import Contact
 from mailer.database import (
+    DIALECTS,
     SQLITE_BUSY_TIMEOUT_MS,
-    insert_of_dialect,
+    dialect_of,
     truncate_sqlite_wal,
     utcnow,
 )
@@ -107,22 +108,41 @@ def _lookup(email: str) -> Contact | None:
     return db.session.scalar(_LOOKUP, {"email": email})
 
 
+# Statements of a create-or-update, built once with bind parameters: building a statement
+# each time cost more than SQLite running it (SQLAlchemy caches the compiled SQL, not the
+# statement object).
+#
+# ON CONFLICT DO NOTHING: the loser of a race for a new address gets no row back and never a
+# unique violation; on PostgreSQL it waits for the winner's commit, on SQLite for its write
+# lock, and then reads the winner's row as any update would.
+_INSERT_CONTACT = {
+    name: dialect.insert(Contact)
+    .values({column: bindparam(column) for column in (
+        "email", "address_hash", "attributes", "source", "partner_sharing", "created_at",
+        "updated_at")})
+    .on_conflict_do_nothing()
+    .returning(Contact)
+    for name, dialect in DIALECTS.items()
+}
+# The topics asked for, whether the address carries a mark that only its own confirmation
+# lifts, and whether it is a contact already, in one statement.
+_TOPICS_AND_ADDRESS = (
+    select(Topic, gate.needs_own_confirmation(bindparam("address_hash")).label("marked"),
+           select(Contact.id).where(Contact.email == bindparam("email"))
+           .scalar_subquery().label("contact_id"))
+    .where(Topic.slug.in_(bindparam("slugs", expanding=True)))
+)
+
+
 def _insert_new(email: str, address_hash: str, *, attributes: dict[str, Any],
                 source: str | None, partner_sharing: bool) -> Contact | None:
     """INSERT the contact unless the address exists; None when it does (a concurrent request
-    made it after our lookup).
-
-    ON CONFLICT DO NOTHING: the loser of a race for a new address gets no row back and never
-    a unique violation; on PostgreSQL it waits for the winner's commit, on SQLite for its
-    write lock, and then reads the winner's row as any update would."""
+    made it after our lookup)."""
     now = utcnow()
-    contact = db.session.scalar(
-        insert_of_dialect(db.session, Contact)
-        .values(email=email, address_hash=address_hash, attributes=attributes, source=source,
-                partner_sharing=partner_sharing, created_at=now, updated_at=now)
-        .on_conflict_do_nothing()
-        .returning(Contact)
-    )
+    contact = db.session.scalar(_INSERT_CONTACT[dialect_of(db.session)], {
+        "email": email, "address_hash": address_hash, "attributes": attributes,
+        "source": source, "partner_sharing": partner_sharing, "created_at": now,
+        "updated_at": now})
     if contact is not None:
         # A new contact has no subscriptions: say so, rather than have them loaded.
         set_committed_value(contact, "subscriptions", [])
@@ -156,9 +176,9 @@ def upsert(
     address_hash = addresses.keyed_hash(normalized)
     if attributes is not None:
         check_attributes(attributes)  # before anything is written
-    wanted_topics, marked = _topics_and_mark(topics, address_hash)
+    wanted_topics, marked, known = _topics_and_address(topics, normalized, address_hash)
     refuse_retired(wanted_topics)  # before anything is written
-    contact = _lookup(normalized)
+    contact = _lookup(normalized) if known else None
     created = False
     for _attempt in range(3):
         if contact is not None:
@@ -189,20 +209,19 @@ def upsert(
     return Upserted(contact=contact, created=created, outcome=outcome)
 
 
-def _topics_and_mark(slugs: list[str] | tuple[str, ...],
-                     address_hash: str) -> tuple[list[Topic], bool]:
-    """The topics of the slugs, in order, and whether the address carries a mark that only
-    its own confirmation lifts, in one statement; no topics (and no read) for no slugs. An
-    unknown slug raises ValidationFailed naming `topics`."""
+def _topics_and_address(slugs: list[str] | tuple[str, ...], email: str, address_hash: str
+                        ) -> tuple[list[Topic], bool, bool]:
+    """The topics of the slugs, in order; whether the address carries a mark that only its
+    own confirmation lifts; whether it may be a contact already (True when no topic was
+    asked for: then nothing is read here). An unknown slug raises ValidationFailed naming
+    `topics`."""
     wanted = list(dict.fromkeys(slugs))
     if not wanted:
-        return [], False
-    rows = db.session.execute(
-        select(Topic, gate.needs_own_confirmation(address_hash).label("marked"))
-        .where(Topic.slug.in_(wanted))
-    ).all()
-    topics = in_order(wanted, (topic for topic, _marked in rows))
-    return list(topics.values()), bool(rows[0].marked)
+        return [], False, True
+    rows = db.session.execute(_TOPICS_AND_ADDRESS, {
+        "address_hash": address_hash, "email": email, "slugs": wanted}).all()
+    topics = in_order(wanted, (row.Topic for row in rows))
+    return list(topics.values()), bool(rows[0].marked), rows[0].contact_id is not None
 
 
 def _first_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def create(client, auth, email: str, topics: list[str]) -> int:
     return response.status_code
 
 
-BUDGET_NEW_CONTACT = 5
+BUDGET_NEW_CONTACT = 4
 
 
 def test_a_new_contact_with_a_topic_stays_within_its_budget(client, auth, make_topic):
@@ -54,7 +54,7 @@ def test_a_new_contact_with_a_topic_stays_within_its_budget(client, auth, make_t
     db.session.commit()  # a served request starts with no transaction of the session
     with statements() as sent:
         assert create(client, auth, "ann@example.com", ["news"]) == 201
-    # The topics with the address's marks, the lookup of the address, then the contact, its
+    # The topics with the address's mark and contact id, then the contact, its
     # subscription and the consent event written.
     assert len(sent) <= BUDGET_NEW_CONTACT, sent
 
