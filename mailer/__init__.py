@@ -37,9 +37,10 @@ def create_app(config: Any = None) -> Flask:
         from mailer.database import configure_engine
 
         configure_engine(db.engine)
-    from mailer.messages import render
+    from mailer.messages import render, templates
 
     render.init_app(app)
+    templates.init_app(app)
     register_api(app)
     errors.register_error_handlers(app)
     cli.register(app)
@@ -51,7 +52,7 @@ def create_app(config: Any = None) -> Flask:
     from mailer.pages import routes as pages
 
     pages.register(app)
-    from mailer.admin import routes as admin
+    from mailer import admin
 
     admin.register(app)
     from mailer.devtools import mailbox

@@ -7,7 +7,7 @@ import hmac
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailer.settings import address_hash_key
+from mailer.installation import address_hash_key
 
 MAX_ADDRESS_LENGTH = 254
 

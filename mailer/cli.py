@@ -199,7 +199,7 @@ def legacy_address_hash_key() -> None:
     Only when this database was set up with that key: otherwise it prints nothing and exits 1,
     since the printed value would lose every suppression.
     """
-    from mailer import installation, settings
+    from mailer import installation
 
     if not installation.is_legacy_install(current_app._get_current_object()):  # type: ignore[attr-defined]
         click.echo("mailer: this database was not set up with a key derived from the first "
@@ -207,7 +207,7 @@ def legacy_address_hash_key() -> None:
         raise SystemExit(1)
     click.echo("Set this once, and keep it as long as the database (README, Deploying):",
                err=True)
-    click.echo(settings.legacy_address_hash_key(current_app.config["MAILER_SECRET_KEYS"][0]))
+    click.echo(installation.legacy_address_hash_key(current_app.config["MAILER_SECRET_KEYS"][0]))
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")

@@ -1,7 +1,7 @@
 """Facts about this installation kept in its database: the address-hash key's fingerprint.
 
 Suppressions exist only as HMAC of addresses under the address-hash key
-(mailer.settings.address_hash_key). A different key (MAILER_ADDRESS_HASH_KEY changed, or
+(address_hash_key). A different key (MAILER_ADDRESS_HASH_KEY changed, or
 the instance/ file of a development install lost) would silently forget every one of them.
 So the first process to use the database stores a fingerprint of the key (an HMAC of a fixed
 label under the key, never the key), and every process compares its own key with it once,
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.errors import MailerError
 from mailer.extensions import db
-from mailer.settings import SettingsError, address_hash_key, key_bytes, legacy_address_hash_key
+from mailer.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +188,47 @@ def _check_before_request() -> None:
 def register(app: Flask) -> None:
     """Check the key before the web app's first request (then a dictionary look-up each)."""
     app.before_request(_check_before_request)
+
+
+def address_hash_key() -> bytes:
+    """The key of the keyed address hash.
+
+    It must never change, or every suppression is lost, so it is not rotated with the
+    signing keys and never derived from one: MAILER_ADDRESS_HASH_KEY (required in
+    production), else, in development and tests, the key kept in instance/ (see
+    development_address_hash_key). A value `hex:<64 hex digits>` is
+    the key's bytes: the form `mailer legacy-address-hash-key` prints for an install whose
+    key was once derived from its first signing key.
+    """
+    explicit = current_app.config.get("MAILER_ADDRESS_HASH_KEY")
+    if explicit:
+        return key_bytes(explicit)
+    cached = current_app.extensions.get("mailer.address_hash_key")
+    if cached is None:
+        cached = key_bytes(development_address_hash_key(
+            current_app._get_current_object()))  # type: ignore[attr-defined]
+        current_app.extensions["mailer.address_hash_key"] = cached
+    return cached
+
+
+HEX_PREFIX = "hex:"
+
+
+def key_bytes(value: str) -> bytes:
+    """The bytes of an address-hash key as written in the setting or the instance file."""
+    if value.startswith(HEX_PREFIX):
+        try:
+            return bytes.fromhex(value[len(HEX_PREFIX):])
+        except ValueError:
+            raise SettingsError("MAILER_ADDRESS_HASH_KEY starts with 'hex:' but the rest is "
+                                "no even number of hex digits") from None
+    return value.encode()
+
+
+def legacy_address_hash_key(oldest_signing_key: str) -> str:
+    """The key that installs before MAILER_ADDRESS_HASH_KEY derived from their first signing
+    key, in the setting's `hex:` form: what such an install sets once to keep its
+    suppressions (README, Deploying)."""
+    derived = hmac.new(oldest_signing_key.encode(), b"mailer/address-hash/v1",
+                       sha256).digest()
+    return HEX_PREFIX + derived.hex()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -91,49 +89,3 @@ def resolve(app: Flask) -> None:
     app.config["SESSION_COOKIE_SECURE"] = https
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-
-
-def address_hash_key() -> bytes:
-    """The key of the keyed address hash.
-
-    It must never change, or every suppression is lost, so it is not rotated with the
-    signing keys and never derived from one: MAILER_ADDRESS_HASH_KEY (required in
-    production), else, in development and tests, the key kept in instance/ (see
-    mailer.installation.development_address_hash_key). A value `hex:<64 hex digits>` is
-    the key's bytes: the form `mailer legacy-address-hash-key` prints for an install whose
-    key was once derived from its first signing key.
-    """
-    explicit = current_app.config.get("MAILER_ADDRESS_HASH_KEY")
-    if explicit:
-        return key_bytes(explicit)
-    cached = current_app.extensions.get("mailer.address_hash_key")
-    if cached is None:
-        from mailer.installation import development_address_hash_key
-
-        cached = key_bytes(development_address_hash_key(
-            current_app._get_current_object()))  # type: ignore[attr-defined]
-        current_app.extensions["mailer.address_hash_key"] = cached
-    return cached
-
-
-HEX_PREFIX = "hex:"
-
-
-def key_bytes(value: str) -> bytes:
-    """The bytes of an address-hash key as written in the setting or the instance file."""
-    if value.startswith(HEX_PREFIX):
-        try:
-            return bytes.fromhex(value[len(HEX_PREFIX):])
-        except ValueError:
-            raise SettingsError("MAILER_ADDRESS_HASH_KEY starts with 'hex:' but the rest is "
-                                "no even number of hex digits") from None
-    return value.encode()
-
-
-def legacy_address_hash_key(oldest_signing_key: str) -> str:
-    """The key that installs before MAILER_ADDRESS_HASH_KEY derived from their first signing
-    key, in the setting's `hex:` form: what such an install sets once to keep its
-    suppressions (README, Deploying)."""
-    derived = hmac.new(oldest_signing_key.encode(), b"mailer/address-hash/v1",
-                       hashlib.sha256).digest()
-    return HEX_PREFIX + derived.hex()

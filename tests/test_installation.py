@@ -14,9 +14,11 @@ from mailer.installation import (
     ADDRESS_HASH_KEY_FINGERPRINT,
     AddressHashKeyChanged,
     Installation,
+    address_hash_key,
     fingerprint,
+    key_bytes,
+    legacy_address_hash_key,
 )
-from mailer.settings import address_hash_key, key_bytes, legacy_address_hash_key
 from tests.ensure_postgres import ensure_database
 from tests.processes import run_flask
 from tests.sql_events import listening

@@ -10,7 +10,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms
 from mailer.admin.access import admin_only
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.apikeys import services as apikeys
 from mailer.apikeys.models import ApiKey
 from mailer.errors import NotFound

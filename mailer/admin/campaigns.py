@@ -17,7 +17,7 @@ from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms, services
-from mailer.admin.routes import _mail_preview, blp
+from mailer.admin.blueprint import blp, mail_preview
 from mailer.campaigns import services as campaigns
 from mailer.campaigns.fanout import count_recipients
 from mailer.campaigns.models import Campaign, CampaignStatus
@@ -75,7 +75,7 @@ def campaign(campaign_id: str) -> str:
     progress = _progress(found)
     preview, problem = None, None
     try:
-        preview = _mail_preview(campaigns.render_preview(found))
+        preview = mail_preview(campaigns.render_preview(found))
     except MailerError as exc:
         problem = exc.message
     audience = _audience(found)

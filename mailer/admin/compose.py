@@ -18,7 +18,7 @@ from wtforms import StringField, TextAreaField
 from wtforms.validators import Length
 
 from mailer.admin import forms
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.campaigns import fanout
 from mailer.campaigns import services as campaigns
 from mailer.campaigns.models import Campaign

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms, services
 from mailer.admin.access import console_note
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.consent import confirmation
 from mailer.consent.models import ConsentSource
 from mailer.contacts import importing

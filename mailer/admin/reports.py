@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Response, current_app, render_template, request
 
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.errors import ValidationFailed
 from mailer.extensions import db
 from mailer.pages import embed

@@ -7,20 +7,13 @@ No page logs or keeps an address it is shown or given: log lines carry ids only.
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
-    Blueprint,
-    Flask,
     Response,
-    current_app,
-    g,
-    jsonify,
     redirect,
     render_template,
     request,
-    session,
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
@@ -28,46 +21,17 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from mailer import addresses
 from mailer.admin import forms, services
+from mailer.admin.blueprint import blp, fresh_session
 from mailer.campaigns import services as campaigns
-from mailer.extensions import db, limiter, login_manager
-from mailer.messages.mime import OutgoingMail
-from mailer.messages.render import Rendered
+from mailer.extensions import db, limiter
 from mailer.suppressions.services import suppressions_of
 
 log = logging.getLogger(__name__)
 
-blp = Blueprint("admin", __name__, url_prefix="/admin")
-
-PUBLIC_ENDPOINTS = frozenset({"admin.login"})
 LOGIN_RATE_LIMIT = "5 per minute"
 # Failed logins for one account, from any number of clients: guessing one admin's password
 # from many addresses is slowed down, and only that account waits.
 ACCOUNT_LOGIN_RATE_LIMIT = "5 per 15 minutes"
-
-
-# -- access ------------------------------------------------------------------------------------
-
-@blp.before_request
-def require_login() -> BaseResponse | None:
-    if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
-        return None
-    return login_manager.unauthorized()
-
-
-@blp.after_request
-def no_store(response: Response) -> Response:
-    # Console pages show the shop's figures: no shared or browser cache keeps them.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
-
-
-def unauthorized() -> BaseResponse | tuple[Response, int]:
-    """A stranger: the progress JSON says 401, a page sends them to the login."""
-    if request.endpoint == "admin.progress":
-        return jsonify({"error": {"code": "unauthorized", "message": "Log in first.",
-                                  "fields": {}}}), 401
-    return redirect(url_for("admin.login", next=request.path))
 
 
 def _safe_next(target: str | None) -> str:
@@ -78,12 +42,6 @@ def _safe_next(target: str | None) -> str:
                 and "\\" not in target):
             return target
     return url_for("admin.dashboard")
-
-
-def _fresh_session() -> None:
-    """Start the session anew, CSRF token included, when who is logged in changes."""
-    session.clear()
-    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
 def _login_account() -> str:
@@ -114,7 +72,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
         if user is not None:
             db.session.commit()
             target = _safe_next(request.args.get("next"))
-            _fresh_session()
+            fresh_session()
             login_user(user)
             log.info("console login user_id=%s", user.id)
             return redirect(target)
@@ -132,13 +90,8 @@ def logout() -> BaseResponse:
         db.session.commit()
         log.info("console logout user_id=%s", current_user.id)
         logout_user()
-        _fresh_session()
+        fresh_session()
     return redirect(url_for("admin.login"))
-
-
-@blp.context_processor
-def console_context() -> dict[str, Any]:
-    return {"admin_action_form": forms.ActionForm}
 
 
 # -- overview ----------------------------------------------------------------------------------
@@ -160,10 +113,6 @@ def campaign_list() -> str:
                            counts=services.campaign_counts(listed))
 
 
-def _mail_preview(mail: OutgoingMail | Rendered) -> dict[str, Any]:
-    return {"subject": mail.subject, "html": mail.html, "text": mail.text}
-
-
 # -- suppressions ------------------------------------------------------------------------------
 
 @blp.route("/suppressions", methods=["GET", "POST"])
@@ -180,16 +129,3 @@ def suppressions() -> tuple[str, int]:
     status = 422 if request.method == "POST" and not looked_up else 200
     return render_template("admin/suppressions.html", form=form, marks=marks,
                            problem=problem), status
-
-
-def register(app: Flask) -> None:
-    # Sections in modules of their own add their views to `blp` when imported.
-    from mailer.admin import api_keys, compose, reports, templates, users  # noqa: F401
-    from mailer.admin import campaigns as _campaigns  # noqa: F401
-    from mailer.admin import contacts as _contacts  # noqa: F401
-    from mailer.admin import statistics as _statistics  # noqa: F401
-    from mailer.admin import topics as _topics  # noqa: F401
-
-    login_manager.user_loader(services.load_user)
-    login_manager.unauthorized_handler(unauthorized)
-    app.register_blueprint(blp)

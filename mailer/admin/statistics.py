@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import render_template
 
 from mailer.admin import charts, services
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.campaigns import services as campaigns
 from mailer.campaigns import statistics as campaign_statistics
 from mailer.topics import statistics as topic_statistics

@@ -17,7 +17,7 @@ from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.errors import MailerError
 from mailer.extensions import db
 from mailer.messages import editing, templates

@@ -8,7 +8,7 @@ from flask import flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms, services
-from mailer.admin.routes import blp
+from mailer.admin.blueprint import blp
 from mailer.errors import MailerError
 from mailer.extensions import db
 from mailer.topics import services as topics

@@ -15,8 +15,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from mailer.admin import forms, services
 from mailer.admin.access import admin_only
+from mailer.admin.blueprint import blp, fresh_session
 from mailer.admin.models import AdminUser
-from mailer.admin.routes import _fresh_session, blp
 from mailer.errors import MailerError
 from mailer.extensions import db
 
@@ -69,7 +69,7 @@ def account() -> BaseResponse | tuple[str, int]:
                 problem = exc.message
             else:
                 log.info("console password changed user_id=%s", user.id)
-                _fresh_session()
+                fresh_session()
                 login_user(user)
                 flash("Password changed. Every other session of yours has ended.", "notice")
                 return redirect(url_for("admin.account"))

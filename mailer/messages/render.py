@@ -232,12 +232,8 @@ def init_app(app: Flask) -> None:
     extra = app.config.get("MAILER_TEMPLATE_DIR")
     if extra:
         path.insert(0, Path(extra))
-    templates = Renderer(path)
-    # Imported here: the catalogue reads the database and imports this module.
-    from mailer.messages.templates import load_console_source
-
-    templates.console_loader = load_console_source
-    app.extensions[EXTENSION_KEY] = templates
+    # mailer.messages.templates.init_app() gives it the console's templates.
+    app.extensions[EXTENSION_KEY] = Renderer(path)
 
 
 def renderer() -> Renderer:

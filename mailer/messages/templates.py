@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from jinja2 import TemplateError, meta, nodes
 from sqlalchemy import bindparam, func, select, tuple_
 
 from mailer.extensions import db
 from mailer.messages.models import Category, ConsoleTemplate, TemplateCategory
 from mailer.messages.render import (
+    EXTENSION_KEY,
     TEMPLATE_NAME,
     ConsoleSource,
     Renderer,
@@ -280,8 +281,14 @@ def console_info(row: ConsoleTemplate) -> TemplateInfo:
 
 
 def load_console_source(name: str, version: int) -> ConsoleSource | None:
+    """The source of one version of a console template, or None."""
     row = console_version(name, version)
     return source_of(row) if row is not None else None
+
+
+def init_app(app: Flask) -> None:
+    """Let the app's renderer (made by render.init_app) load the console's templates."""
+    app.extensions[EXTENSION_KEY].console_loader = load_console_source
 
 
 def preload(references: set[str]) -> None:

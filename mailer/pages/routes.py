@@ -21,6 +21,13 @@ from mailer.topics.services import list_topics
 blp = Blueprint("pages", __name__)
 
 
+@blp.get("/")
+def home() -> str:
+    """The service's front page: what this is, and the ways in (sign up, when a topic is
+    offered) and out (leave, manage)."""
+    return render_template("pages/home.html", topics=list_topics(public_only=True))
+
+
 def page_limit() -> str:
     return current_app.config["MAILER_PAGE_RATE_LIMIT"]
 
@@ -280,8 +287,6 @@ def preferences_page(token: str) -> tuple[str, int] | str:
 
 
 def register(app: Flask) -> None:
-    from mailer.pages import home  # noqa: F401  (its view joins blp)
-
     app.register_blueprint(blp)
     from mailer.pages import tell_a_friend
 

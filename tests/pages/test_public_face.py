@@ -50,12 +50,12 @@ def test_too_many_requests_is_a_page_too(app):
 
 
 def test_an_error_inside_a_page_is_a_500_page_with_an_incident(app, client, monkeypatch):
-    from mailer.pages import home
+    from mailer.pages import routes
 
     def broken(**_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(home, "list_topics", broken)
+    monkeypatch.setattr(routes, "list_topics", broken)
     response = client.get("/")
     assert response.status_code == 500
     page = response.get_data(as_text=True)
