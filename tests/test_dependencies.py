@@ -15,11 +15,10 @@ PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)")
 
 
 def requirements() -> list[Requirement]:
-    """install_requires and the extras the lock is made with (`make lock`: redis)."""
+    """install_requires: what the lock is made from (`make lock`)."""
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     lines = config["options"]["install_requires"].splitlines()
-    lines += config["options.extras_require"]["redis"].splitlines()
     return [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
 
 

@@ -44,6 +44,13 @@ def unit_commands(name: str) -> dict[str, list[str]]:
     return found
 
 
+def in_a_container(argv: list[str]) -> list[str]:
+    """The README's command as a container runs it: gunicorn binds every interface of the
+    container (127.0.0.1 there would be the container's own loopback, out of reach), and
+    compose publishes the port on the host's loopback only."""
+    return ["0.0.0.0:8000" if arg == "127.0.0.1:8000" else arg for arg in argv]
+
+
 def test_the_readme_names_one_command_for_each_role():
     commands = readme_commands()
     assert commands["migrate"] == ["flask", "--app", "wsgi", "db", "upgrade"]
@@ -55,7 +62,7 @@ def test_compose_runs_the_readme_s_commands_and_the_services_it_needs():
     services = compose["services"]
     commands = readme_commands()
     for role in ("migrate", "web", "worker"):
-        assert services[role]["command"] == commands[role], role
+        assert services[role]["command"] == in_a_container(commands[role]), role
         assert services[role]["environment"]["MAILER_ENV"] == "production"
         assert services[role]["environment"]["MAILER_DATABASE_URL"].startswith(
             "postgresql+psycopg://")
@@ -68,6 +75,7 @@ def test_compose_runs_the_readme_s_commands_and_the_services_it_needs():
         assert services[role]["depends_on"]["migrate"] == {
             "condition": "service_completed_successfully"}
     assert services["migrate"]["depends_on"]["db"] == {"condition": "service_healthy"}
+    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_the_systemd_units_run_the_readme_s_commands():
@@ -88,4 +96,4 @@ def test_the_image_runs_as_a_user_installs_the_lock_and_serves_with_the_readme_s
     user = [line.split()[1] for line in instructions if line.startswith("USER ")]
     assert user and user[-1] not in ("root", "0")
     cmd = next(line for line in instructions if line.startswith("CMD "))
-    assert yaml.safe_load(cmd.removeprefix("CMD ")) == readme_commands()["web"]
+    assert yaml.safe_load(cmd.removeprefix("CMD ")) == in_a_container(readme_commands()["web"])
