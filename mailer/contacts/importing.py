@@ -26,19 +26,20 @@ from typing import IO, Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     Column,
     ColumnElement,
     Integer,
     MetaData,
     String,
     Table,
+    and_,
     bindparam,
     delete,
     exists,
     false,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -121,15 +122,15 @@ _staging_metadata = MetaData()
 STAGING = Table(
     "mailer_import_rows",
     _staging_metadata,
-    Column("line", Integer, primary_key=True),
+    Column("line", Integer, primary_key=True, autoincrement=False),
     Column("email", String(254), nullable=False),
     Column("address_hash", String(64), nullable=False),
     Column("attributes", JSON, nullable=False),
+    # The address's contact, and its subscription's state for the topic, once looked up.
     Column("contact_id", Integer),
+    Column("state", String(16)),
     # "marked" or "unsubscribed": the row changes nothing.
     Column("kept", String(16)),
-    # The import subscribes the contact now (it was new, pending or without a row).
-    Column("subscribes", Boolean, nullable=False, default=False),
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DELETE ROWS",
 )
@@ -285,7 +286,13 @@ class _BatchCounts:
 
 
 class _BatchWriter:
-    """The statements of one batch, in order; each runs once for the whole batch."""
+    """The statements of one batch, in order; each runs once for the whole batch.
+
+    Every lookup from a staging row into a big table is a correlated subquery on a unique
+    key (the address hash, the contact and topic): a plan the database cannot turn into a
+    scan of the whole table, whatever its statistics say (PostgreSQL's lag far behind during
+    a big import, and a temporary table has none).
+    """
 
     def __init__(self, topic_id: int, source: str) -> None:
         self.topic_id = topic_id
@@ -299,20 +306,22 @@ class _BatchWriter:
     def write(self, rows: list[dict[str, Any]]) -> _BatchCounts:
         counts = _BatchCounts()
         connection = self.session.connection()
+        dialect_name = connection.dialect.name
         STAGING.create(connection, checkfirst=True)
         self.session.execute(STAGING.insert(), rows)
         counts.kept_marked = self._keep("marked", _carries_a_mark(_rows.address_hash))
         counts.kept_unsubscribed = self._keep("unsubscribed", self._unsubscribed_by_a_mark())
         self._find_contacts()
-        counts.kept_unsubscribed += self._keep("unsubscribed", self._unsubscribed_contact())
+        counts.kept_unsubscribed += self._keep(
+            "unsubscribed", _rows.state == SubscriptionState.UNSUBSCRIBED.value)
         known = self._update_known(counts)
         candidates = len(rows) - counts.kept_marked - counts.kept_unsubscribed - known
-        counts.created = self._insert_new(connection.dialect.name)
-        # A new address another writer (an API request) made between our read and our insert:
-        # it is known now, and subscribed below like any known contact.
+        counts.created = self._insert_new(dialect_name)
+        # A new address another writer (an API request) made between our lookup and our
+        # insert is known now, and subscribed below like any known contact.
         counts.updated += candidates - counts.created
         self._find_contacts()
-        self._subscribe(connection.dialect.name)
+        self._subscribe(dialect_name)
         self.session.execute(delete(STAGING))
         return counts
 
@@ -328,38 +337,38 @@ class _BatchWriter:
                               _marks.c.reason == Reason.UNSUBSCRIBED.value,
                               _marks.c.topic_id == self.topic_id)
 
-    def _unsubscribed_contact(self) -> ColumnElement[bool]:
-        """A contact unsubscribed from the topic."""
-        return exists().where(_subscriptions.c.contact_id == _rows.contact_id,
-                              _subscriptions.c.topic_id == self.topic_id,
-                              _subscriptions.c.state == SubscriptionState.UNSUBSCRIBED.value)
-
     def _find_contacts(self) -> None:
-        """Fill in the contact of each row whose address has one."""
-        contact_id = (select(_contacts.c.id)
-                      .where(_contacts.c.address_hash == _rows.address_hash)
-                      .scalar_subquery())
+        """Fill in the contact of each row whose address has one, and its subscription's
+        state for the topic."""
         self.session.execute(
             update(STAGING).where(_rows.kept.is_(None), _rows.contact_id.is_(None))
-            .values(contact_id=contact_id))
+            .values(contact_id=select(_contacts.c.id)
+                    .where(_contacts.c.address_hash == _rows.address_hash)
+                    .scalar_subquery()))
+        self.session.execute(
+            update(STAGING).where(_rows.kept.is_(None), _rows.contact_id.is_not(None),
+                                  _rows.state.is_(None))
+            .values(state=select(_subscriptions.c.state)
+                    .where(_subscriptions.c.contact_id == _rows.contact_id,
+                           _subscriptions.c.topic_id == self.topic_id)
+                    .scalar_subquery()))
 
     def _update_known(self, counts: _BatchCounts) -> int:
         """Merge the new attributes (and a first source) into the contacts that exist, and
         count each as updated, already subscribed or bad (too many attributes merged); how
         many there were."""
-        state = (select(_subscriptions.c.state)
-                 .where(_subscriptions.c.contact_id == _contacts.c.id,
-                        _subscriptions.c.topic_id == self.topic_id)
-                 .scalar_subquery())
+        def of_contact(column: ColumnElement[Any]) -> ColumnElement[Any]:
+            return (select(column).where(_contacts.c.id == _rows.contact_id)
+                    .scalar_subquery())
+
         known = self.session.execute(
-            select(_rows.line, _rows.attributes, _contacts.c.id, _contacts.c.attributes,
-                   _contacts.c.source, state)
-            .join(_contacts, _contacts.c.id == _rows.contact_id)
-            .where(_rows.kept.is_(None))
+            select(_rows.line, _rows.attributes, _rows.contact_id, _rows.state,
+                   of_contact(_contacts.c.attributes), of_contact(_contacts.c.source))
+            .where(_rows.kept.is_(None), _rows.contact_id.is_not(None))
         ).all()
         changes = []
         bad_lines = []
-        for line, new, contact_id, current, contact_source, subscription in known:
+        for line, new, contact_id, state, current, contact_source in known:
             merged = {**(current or {}), **new}
             try:
                 check_attributes(merged)
@@ -370,7 +379,7 @@ class _BatchWriter:
             changed = merged != (current or {}) or not contact_source
             if changed:
                 changes.append({"b_id": contact_id, "b_attributes": merged})
-            if changed or subscription != SubscriptionState.SUBSCRIBED:
+            if changed or state != SubscriptionState.SUBSCRIBED:
                 counts.updated += 1
             else:
                 counts.already_subscribed += 1
@@ -398,38 +407,29 @@ class _BatchWriter:
             .from_select(["email", "address_hash", "attributes", "source", "partner_sharing",
                           "created_at", "updated_at"], new_rows)
             .on_conflict_do_nothing()
+            # An INSERT's rowcount is kept only when asked for (UPDATE's always is).
+            .execution_options(preserve_rowcount=True)
         )
         return self.session.execute(statement).rowcount
 
     def _subscribe(self, dialect_name: str) -> None:
-        """Subscribe every row's contact that is not subscribed yet (no row, or pending), and
-        log each as a consent event of source `import`."""
-        subscription_of_row = (
-            (_subscriptions.c.contact_id == _rows.contact_id)
-            & (_subscriptions.c.topic_id == self.topic_id)
-        )
-        self.session.execute(
-            update(STAGING)
-            .where(_rows.kept.is_(None), _rows.contact_id.is_not(None),
-                   ~exists().where(subscription_of_row, _subscriptions.c.state.in_(
-                       [SubscriptionState.SUBSCRIBED.value,
-                        SubscriptionState.UNSUBSCRIBED.value])))
-            .values(subscribes=True))
+        """Subscribe each row's contact that is not subscribed yet (no row for the topic, or
+        a pending one), and log each as a consent event of source `import`."""
+        subscribes = and_(_rows.kept.is_(None), _rows.contact_id.is_not(None),
+                          or_(_rows.state.is_(None),
+                              _rows.state == SubscriptionState.PENDING.value))
         now = self._now()
         subscribed = literal(SubscriptionState.SUBSCRIBED.value)
-        self.session.execute(
-            _INSERT_FOR[dialect_name](_subscriptions)
-            .from_select(["contact_id", "topic_id", "state", "created_at", "updated_at"],
-                         select(_rows.contact_id, literal(self.topic_id), subscribed, now, now)
-                         .where(_rows.subscribes, ~exists().where(subscription_of_row)))
-            .on_conflict_do_nothing(index_elements=["contact_id", "topic_id"]))
-        self.session.execute(
-            update(_subscriptions)
-            .where(_subscriptions.c.topic_id == self.topic_id,
-                   _subscriptions.c.state == SubscriptionState.PENDING.value,
-                   _subscriptions.c.contact_id.in_(
-                       select(_rows.contact_id).where(_rows.subscribes)))
-            .values(state=SubscriptionState.SUBSCRIBED.value, updated_at=now))
+        insert = _INSERT_FOR[dialect_name](_subscriptions).from_select(
+            ["contact_id", "topic_id", "state", "created_at", "updated_at"],
+            select(_rows.contact_id, literal(self.topic_id), subscribed, now, now)
+            .where(subscribes))
+        # A pending row (found, or made meanwhile by an API request) becomes subscribed; a
+        # subscribed or unsubscribed one made meanwhile stays as it is.
+        self.session.execute(insert.on_conflict_do_update(
+            index_elements=["contact_id", "topic_id"],
+            set_={"state": SubscriptionState.SUBSCRIBED.value, "updated_at": now},
+            where=_subscriptions.c.state == SubscriptionState.PENDING.value))
         self.session.execute(
             _events.insert().from_select(
                 ["contact_id", "address_hash", "subject", "topic_id", "state", "source", "note",
@@ -437,4 +437,4 @@ class _BatchWriter:
                 select(_rows.contact_id, _rows.address_hash,
                        literal(ConsentSubject.TOPIC.value), literal(self.topic_id), subscribed,
                        literal(ConsentSource.IMPORT.value), literal(self.source), now)
-                .where(_rows.subscribes)))
+                .where(subscribes)))
