@@ -60,6 +60,7 @@ from mailer.contacts.services import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, check_a
 from mailer.database import UTCDateTime, utcnow
 from mailer.errors import ValidationFailed
 from mailer.extensions import db
+from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.services import topics_by_slug
 
@@ -105,14 +106,6 @@ class ImportReport:
 
 
 ProgressCallback = Callable[[ImportReport], None]
-
-
-def _carries_a_mark(address_hash: ColumnElement[str]) -> ColumnElement[bool]:
-    """True where the address carries an address-wide mark (../shared/CONSENT.md): an import
-    leaves such an address as it is. The one place this import asks; the gate's own SQL
-    condition goes here when it has one."""
-    marks = Suppression.__table__.c
-    return exists().where(marks.address_hash == address_hash, marks.topic_id.is_(None))
 
 
 # The staging table: one batch of checked rows. TEMPORARY, so each connection has its own and
@@ -309,7 +302,8 @@ class _BatchWriter:
         dialect_name = connection.dialect.name
         STAGING.create(connection, checkfirst=True)
         self.session.execute(STAGING.insert(), rows)
-        counts.kept_marked = self._keep("marked", _carries_a_mark(_rows.address_hash))
+        # The one question about marks this import asks, in the consent rules' own terms.
+        counts.kept_marked = self._keep("marked", suppressions.is_marked(_rows.address_hash))
         counts.kept_unsubscribed = self._keep("unsubscribed", self._unsubscribed_by_a_mark())
         self._find_contacts()
         counts.kept_unsubscribed += self._keep(

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Import throughput: `flask --app wsgi mailer import` of a generated CSV file, in rows/s.
+
+One run of this script:
+
+1. creates a fresh database (``--database postgres``, the default: a scratch database,
+   default ``mailer_bench_import``, dropped first if left over and dropped again at the end;
+   ``sqlite``: a temporary file) and migrates it with the project's own migrations, then
+   makes one topic (double opt-in, as most shops' lists are);
+2. writes a CSV file of N rows (default 1,000,000): ``email,first_name,country,city``, the
+   addresses spread over a few hundred domains as a shop's list is, with a few bad rows
+   among them (one in 10,000: a bad address, and a card number) so that their reporting is
+   part of the figure. Setup, not measured;
+3. runs the real ``flask --app wsgi mailer import FILE --topic ... --source ...`` as a child
+   process and times it from start to exit (the process's start, the line count for the
+   progress, the parsing and every batch included). Its standard error (progress, bad rows)
+   goes to a file; its summary line is printed;
+4. with ``--again`` (the default), runs the same import a second time: every address is
+   then known and subscribed, so nothing is written (the "safe to run twice" case);
+5. prints how busy the machine was meanwhile (the CPU share other processes took: on a
+   shared machine the figures move with it) and, last, rows/s of the first import.
+
+Run with the project's venv from the repository root:
+
+    .venv/bin/python bench/import_contacts.py [--rows 1000000] [--database postgres|sqlite]
+        [--again | --no-again] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432]
+        [--pg-database mailer_bench_import]
+
+Exit status: 0 when the benchmark ran (whatever the figures), 2 when it could not run, 130
+when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import delivery  # bench/ is on sys.path when this runs as a script
+from delivery import ROOT, BenchError, busy_pct, cpu_times, redact, run_bench
+
+TOPIC_SLUG = "news"
+SOURCE = "shop checkout, 2026"
+DOMAINS = [f"mail{i}.example.com" for i in range(300)] + [
+    "gmail.com", "web.de", "gmx.de", "outlook.com", "yahoo.com", "t-online.de"]
+COUNTRIES = ["DE", "AT", "CH", "FR", "NL", "IT", "ES", "SE", "PL", "DK"]
+CITIES = ["Berlin", "Wien", "Zürich", "Paris", "Amsterdam", "Roma", "Madrid", "Malmö"]
+BAD_EVERY = 10_000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="N (default 1,000,000)")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
+    parser.add_argument("--again", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the same import a second time (default: yes)")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server (a database is created on it)")
+    parser.add_argument("--pg-database", default="mailer_bench_import")
+    args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error("--rows must be at least 1")
+    return args
+
+
+def write_csv(path: Path, rows: int) -> int:
+    """N rows of a shop's list; how many of them are bad."""
+    pick = random.Random(7)
+    bad = 0
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "first_name", "country", "city"])
+        for i in range(rows):
+            first = f"Reader{i}"
+            if i % BAD_EVERY == BAD_EVERY - 1:
+                bad += 1
+                if i % (2 * BAD_EVERY) == BAD_EVERY - 1:
+                    writer.writerow([f"reader{i}-at-nowhere", first, "DE", "Berlin"])
+                else:
+                    writer.writerow([f"reader{i}@gmail.com", first, "4111 1111 1111 1111", ""])
+                continue
+            writer.writerow([f"reader.{i}@{pick.choice(DOMAINS)}", first,
+                             pick.choice(COUNTRIES), pick.choice(CITIES)])
+    return bad
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    summary: str
+    others_pct: float  # share of the machine that other processes took meanwhile
+
+
+def run_import(label: str, env: dict[str, str], path: Path, workdir: Path) -> Run:
+    """The real command, timed from its start to its exit."""
+    log = workdir / f"import-{label}.stderr"
+    before_cpu = cpu_times()
+    before_own = _children_cpu()
+    started = time.perf_counter()
+    with log.open("w") as stderr:
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "mailer", "import", str(path),
+             "--topic", TOPIC_SLUG, "--source", SOURCE],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise BenchError(f"the import failed ({result.returncode}): "
+                         f"{log.read_text()[-2000:]}")
+    machine = busy_pct(before_cpu, cpu_times())
+    own = 100.0 * (_children_cpu() - before_own) / (seconds * (os.cpu_count() or 1))
+    return Run(label, seconds, result.stdout.strip().splitlines()[-1], max(machine - own, 0.0))
+
+
+def _children_cpu() -> float:
+    usage = os.times()
+    return usage.children_user + usage.children_system
+
+
+def bench(args: argparse.Namespace) -> list[Run]:
+    with tempfile.TemporaryDirectory(prefix="mailer-bench-import-") as workdir_name:
+        workdir = Path(workdir_name)
+        if args.database == "sqlite":
+            database = delivery.sqlite_database(workdir)
+        else:
+            database = delivery.postgres_database(args.pg_url, args.pg_database)
+        with database as database_url:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+            env.update(MAILER_ENV="development", MAILER_DATABASE_URL=database_url,
+                       MAILER_SECRET_KEYS=secrets.token_urlsafe(32),
+                       MAILER_ADDRESS_HASH_KEY=secrets.token_urlsafe(32))
+            app = delivery.make_app(env)
+            import flask_migrate
+
+            from mailer.extensions import db
+            from mailer.topics.services import create_topic
+
+            with app.app_context():
+                flask_migrate.upgrade(directory=str(ROOT / "migrations"))
+                create_topic(TOPIC_SLUG, "News", "", True, True)
+                db.session.commit()
+                db.engine.dispose()
+            path = workdir / "contacts.csv"
+            started = time.perf_counter()
+            bad = write_csv(path, args.rows)
+            print(f"database: {args.database} ({redact(database_url)}); wrote {args.rows:,} "
+                  f"rows ({bad} bad) in {time.perf_counter() - started:.1f} s "
+                  f"(setup, not measured)", flush=True)
+            runs = [run_import("first", env, path, workdir)]
+            print_run(runs[-1], args.rows)
+            if args.again:
+                runs.append(run_import("again", env, path, workdir))
+                print_run(runs[-1], args.rows)
+            return runs
+
+
+def print_run(run: Run, rows: int) -> None:
+    print(f"{run.label} import: {run.seconds:.1f} s, {rows / run.seconds:,.0f} rows/s; "
+          f"other processes took {run.others_pct:.0f}% of the machine meanwhile\n"
+          f"  {run.summary}", flush=True)
+
+
+def report(args: argparse.Namespace, runs: list[Run]) -> int:
+    first = runs[0]
+    print(f"machine: {os.cpu_count()} CPUs, shared with other sessions' jobs "
+          f"(others took {first.others_pct:.0f}% during the first import)")
+    print(f"rows/s ({args.database}, {args.rows:,} rows, first import): "
+          f"{args.rows / first.seconds:,.0f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_bench(lambda: bench(args), lambda runs: report(args, runs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
