@@ -4,7 +4,14 @@ time, set-based, safe to run twice, and beside the running service."""
 from __future__ import annotations
 
 import io
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -18,6 +25,7 @@ from mailer.errors import ValidationFailed
 from mailer.extensions import db
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
+from tests.processes import ROOT, flask_env
 from tests.sql_events import listening
 
 
@@ -282,3 +290,105 @@ def test_a_batch_that_meets_a_deadlock_is_run_again(make_topic, monkeypatch):
     report = run_import("email\nann@example.com\nbob@example.com\n")
     assert report.created == 2
     assert len(events()) == 2  # the failed attempt left nothing behind
+
+
+# ----------------------------------------------------------------- beside the running service
+
+CONCURRENT_ROWS = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(app, port: int) -> subprocess.Popen[str]:
+    """The service as in production: gunicorn, two worker processes, on the test database."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+         "wsgi:app"],
+        cwd=ROOT, env=flask_env(app, MAILER_RATELIMIT_ENABLED="0"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.terminate()
+    raise AssertionError("the service did not start")
+
+
+def test_importing_20000_rows_while_the_api_creates_contacts(app, tmp_path, make_topic,
+                                                             api_key):
+    """`mailer import` as a process of its own, while the service (gunicorn, two processes)
+    answers POST /api/v1/contacts from four clients, some for addresses of the file: the
+    import finishes without error, every request is answered 200 or 201, and each address
+    ends with one contact, subscribed, with one consent event saying so."""
+    make_topic("news", double_opt_in=False)
+    path = tmp_path / "list.csv"
+    path.write_text("email,n\n" + "".join(f"user{i}@import.example,{i}\n"
+                                          for i in range(CONCURRENT_ROWS)), encoding="utf-8")
+    server = _serve(app, port := _free_port())
+    importing_done = threading.Event()
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def create_contacts(client_number: int) -> None:
+        pick = random.Random(client_number)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                              headers={"Authorization": f"Bearer {api_key}"},
+                              timeout=30) as http:
+                sent = 0
+                while not importing_done.is_set():
+                    # Every other request names an address of the file: the import and the
+                    # API race for the same rows.
+                    email = (f"user{pick.randrange(CONCURRENT_ROWS)}@import.example"
+                             if sent % 2 else f"api{client_number}-{sent}@example.com")
+                    response = http.post("/api/v1/contacts",
+                                         json={"email": email, "topics": ["news"]})
+                    answers.append(response.status_code)
+                    sent += 1
+        except BaseException as exc:  # reported in the test's own thread
+            errors.append(exc)
+
+    clients = [threading.Thread(target=create_contacts, args=(n,)) for n in range(4)]
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)  # the clients are writing before the import starts
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "mailer", "import", str(path),
+             "--topic", "news", "--source", "crm export"],
+            cwd=ROOT, env=flask_env(app), capture_output=True, text=True, timeout=600)
+    finally:
+        importing_done.set()
+        for thread in clients:
+            thread.join(timeout=60)
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not errors, errors
+    assert len(answers) > 40, "the API was hardly used during the import"
+    assert set(answers) <= {200, 201}, sorted(set(answers))
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith(f"imported {CONCURRENT_ROWS} rows: "), summary
+    assert summary.endswith("kept unsubscribed 0, kept marked 0, bad rows 0"), summary
+
+    db.session.expire_all()
+    imported = (select(func.count()).select_from(Contact)
+                .where(Contact.email.like("%@import.example")))
+    assert db.session.scalar(imported) == CONCURRENT_ROWS
+    contacts_count = db.session.scalar(select(func.count()).select_from(Contact))
+    subscribed = db.session.scalar(select(func.count()).select_from(Subscription).where(
+        Subscription.state == SubscriptionState.SUBSCRIBED))
+    assert subscribed == contacts_count
+    # Whoever came first subscribed the address and logged it; the other changed nothing.
+    subscribed_events = db.session.scalar(
+        select(func.count(func.distinct(ConsentEvent.contact_id)))
+        .where(ConsentEvent.state == SubscriptionState.SUBSCRIBED))
+    all_events = db.session.scalar(select(func.count()).select_from(ConsentEvent))
+    assert subscribed_events == all_events == contacts_count
