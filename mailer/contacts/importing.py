@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ from mailer.extensions import db
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.services import topics_by_slug
+
+logger = logging.getLogger(__name__)
 
 # Rows per batch: one transaction each. A few thousand keep the statements per row low and
 # each transaction (on SQLite: the time the file's write lock is held) well under a second.
@@ -237,6 +240,9 @@ def _write_batch(rows: list[dict[str, Any]], topic_id: int, source: str,
             db.session.rollback()
             if attempt == BATCH_ATTEMPTS or not _worth_retrying(exc):
                 raise
+            logger.warning("import batch from line %d rolled back by a concurrent writer "
+                           "(attempt %d of %d), running it again", rows[0]["line"], attempt,
+                           BATCH_ATTEMPTS)
         else:
             break
     report.rows += len(rows)
