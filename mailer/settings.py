@@ -13,7 +13,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from config import ConfigError
-from mailer import autocommit
 from mailer.database import engine_options
 
 SECRET_FILE = "secret_keys"
@@ -77,9 +76,6 @@ def resolve(app: Flask) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = _database_url(app)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
         app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
-    app.config["SQLALCHEMY_BINDS"] = {
-        **autocommit.bind_options(app.config["SQLALCHEMY_DATABASE_URI"]),
-        **app.config.get("SQLALCHEMY_BINDS", {})}
     keys = list(app.config.get("MAILER_SECRET_KEYS") or [])
     if not keys:
         if app.config.get("ENV_NAME") == "production":

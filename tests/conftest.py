@@ -66,7 +66,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
         installation.check()
     yield application
     with application.app_context():
-        for engine in db.engines.values():  # the session's, and PostgreSQL's autocommit pool
+        for engine in db.engines.values():
             engine.dispose()
 
 

@@ -12,8 +12,8 @@ from mailer.extensions import db
 
 @contextmanager
 def listening(keep: Callable[..., None]) -> Iterator[None]:
-    """`keep` called before each statement of every engine of the app: the session's, and on
-    PostgreSQL the autocommit pool's (see mailer.autocommit)."""
+    """`keep` called before each statement of every engine of the app (today the session's
+    alone)."""
     engines = list(db.engines.values())
     for engine in engines:
         event.listen(engine, "before_cursor_execute", keep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import Response
+from flask import Response, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import fields, validate
@@ -17,7 +17,7 @@ from mailer.consent import confirmation
 from mailer.consent.models import SubscriptionState
 from mailer.contacts import services as contacts
 from mailer.contacts.models import Contact
-from mailer.extensions import commit_and_keep, db
+from mailer.extensions import db
 
 URL_PREFIX = "/contacts"
 blp = Blueprint("contacts", __name__, description="Contacts and their per-topic consent")
@@ -97,6 +97,20 @@ class ExportSchema(ma.Schema):
     )
 
 
+_CONTACT_SCHEMA = ContactSchema()
+
+
+def _commit_and_answer(contact: Contact, status: int) -> tuple[Response, int]:
+    """Commit the request, answering with the contact as it was written.
+
+    Serialized before the commit, which expires the session's objects: after it, reading them
+    would load each again (the contact, its subscriptions, their topics) only to answer with
+    what this request has just written."""
+    answer = jsonify(_CONTACT_SCHEMA.dump(contact))
+    db.session.commit()
+    return answer, status
+
+
 @blp.route("")
 class ContactCollection(MethodView):
     @require_scope("contacts:write")
@@ -115,11 +129,9 @@ class ContactCollection(MethodView):
             partner_sharing=body["partner_sharing"],
             attributes=body["attributes"],
             email_is_normalized=True,  # the Email field did it
-            answer_only=True,  # the contact is only serialized
         )
         confirmation.send_confirmation(result.contact, result.outcome.needs_confirmation)
-        commit_and_keep()
-        return result.contact, 201 if result.created else 200
+        return _commit_and_answer(result.contact, 201 if result.created else 200)
 
 
 @blp.route("/<email>")
@@ -137,7 +149,7 @@ class ContactItem(MethodView):
     @blp.arguments(ContactPatchSchema())
     @blp.response(200, ContactSchema)
     @errors(blp, KEYED, JSON_BODY, CONTACT_PATH, NO_CONTACT)
-    def patch(self, body: dict[str, Any], email: str) -> Contact:
+    def patch(self, body: dict[str, Any], email: str) -> tuple[Response, int]:
         """Change attributes (merged; null removes), partner sharing, or subscriptions."""
         contact = contacts.get(email)
         outcome = contacts.update(
@@ -147,8 +159,7 @@ class ContactItem(MethodView):
             subscriptions=body.get("subscriptions"),
         )
         confirmation.send_confirmation(contact, outcome.needs_confirmation)
-        commit_and_keep()
-        return contact
+        return _commit_and_answer(contact, 200)
 
     @require_scope("contacts:write")
     @blp.doc(security=SECURITY)

@@ -15,7 +15,7 @@ from mailer.api.fields import StrictSchema
 from mailer.api.guards import IDEMPOTENCY_HEADER, require_scope
 from mailer.consent.gate import Category
 from mailer.errors import MailerError, ValidationFailed
-from mailer.extensions import db, single_write_request
+from mailer.extensions import db
 from mailer.messages import services as messages
 from mailer.messages.models import Message
 from mailer.messages.services import Answer, SendRequest
@@ -119,16 +119,12 @@ class MessageCollection(MethodView):
     @blp.response(202, AcceptedSchema)
     @errors(blp, KEYED, JSON_BODY, RENDER, IDEMPOTENCY, {
         422: "`recipient_suppressed`: the consent gate refuses the recipient (`reason` says "
-             "why: not_subscribed, bounced, complained, unsubscribed, erased, blocked, "
-             "quarantined)."})
+             "why: not_subscribed, bounced, complained, unsubscribed, erased, blocked)."})
     def post(self, body: dict[str, Any]) -> Any:
         """Queue one mail. A recipient the consent gate refuses: 422 recipient_suppressed."""
-        key = _idempotency_key()
-        # Without a key: reads, then the outbox row, nothing to keep together.
-        with single_write_request(enabled=key is None):
-            answer = messages.idempotent(g.api_key.id, key, request.get_json(),
-                                         lambda: _send(body))
-            db.session.commit()
+        answer = messages.idempotent(g.api_key.id, _idempotency_key(), request.get_json(),
+                                     lambda: _send(body))
+        db.session.commit()
         return answer.body, answer.status
 
 

@@ -1,8 +1,8 @@
 """Fan-out: a campaign's recipients become outbox rows with INSERT ... SELECT, by contact id.
 
 Set-based, never a Python loop per contact. Recipients are the topic's
-subscribers at fan-out time, in the segment, minus every address with a mark
-that refuses promotional mail (quarantine included) or that left the topic.
+subscribers at fan-out time, in the segment, to whom the consent gate's own rule
+allows promotional mail (`gate.promotional_allowed`, the same rule as `decide()`).
 The unique (address, campaign) constraint makes "at most once per address" a
 database fact: whatever goes wrong, a second row for the same address and
 campaign cannot be stored.
@@ -31,14 +31,11 @@ from sqlalchemy import (
     LargeBinary,
     Select,
     String,
-    and_,
     bindparam,
     cast,
-    exists,
     func,
     literal,
     literal_column,
-    or_,
     select,
     text,
     update,
@@ -47,17 +44,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from mailer.campaigns.models import Campaign
+from mailer.consent import gate
 from mailer.consent.gate import Category
-from mailer.consent.models import Subscription, SubscriptionState
+from mailer.consent.models import Subscription
 from mailer.contacts.models import Contact
 from mailer.database import utcnow
 from mailer.extensions import db
 from mailer.messages.models import Message, MessageStatus
-from mailer.suppressions.models import Reason, Suppression
-
-# Address-wide marks that refuse promotional mail (consent.gate keeps the same list).
-PROMOTIONAL_REFUSALS = [Reason.BOUNCED, Reason.COMPLAINED, Reason.LEFT, Reason.ERASED,
-                        Reason.BLOCKED, Reason.QUARANTINED]
 
 INSERT_COLUMNS = ["public_id", "category", "topic_id", "template", "data", "to_address",
                   "address_hash", "status", "attempts", "due_at", "campaign_id", "created_at",
@@ -129,12 +122,6 @@ def recipients_query(campaign: Campaign, low: int, high: int,
                      now: dt.datetime | None = None) -> Select[Any]:
     """The outbox rows (INSERT_COLUMNS) for the recipients among contacts low < id <= high."""
     now = now or utcnow()
-    refused = exists().where(
-        Suppression.address_hash == Contact.address_hash,
-        or_(and_(Suppression.topic_id.is_(None),
-                 Suppression.reason.in_([r.value for r in PROMOTIONAL_REFUSALS])),
-            Suppression.topic_id == campaign.topic_id),
-    )
     return (
         select(
             _public_id(now, high - low),
@@ -162,8 +149,8 @@ def recipients_query(campaign: Campaign, low: int, high: int,
             Subscription.contact_id > low,
             Subscription.contact_id <= high,
             Subscription.topic_id == campaign.topic_id,
-            Subscription.state == SubscriptionState.SUBSCRIBED,
-            ~refused,
+            gate.promotional_allowed(Contact.address_hash, campaign.topic_id,
+                                     subscription_state=Subscription.state),
             *_segment_conditions(campaign.segment or {}),
         )
         # In the order of the (address_hash, campaign_id) index, the one index keyed on a

@@ -4,6 +4,12 @@ Every sending path calls `check()` (or `check_many()` for a batch) when a send
 is accepted and again in the worker just before SMTP. The rules are the table
 of ../shared/CONSENT.md; `decide()` is that table as code, and its tests read
 like the table.
+
+The same rule is offered as SQL conditions, for the statements that pick many addresses at
+once: `promotional_allowed()` (a campaign's fan-out) and `needs_own_confirmation()` (creating
+and importing contacts). No other module keeps a list of refusing marks;
+tests/consent/test_gate_sql.py proves the conditions and `decide()` agree on every row of the
+table.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, func, or_, select
 
 from mailer.consent.models import Subscription, SubscriptionState
 from mailer.contacts.models import Contact
@@ -24,6 +31,9 @@ from mailer.extensions import db
 from mailer.suppressions.models import Reason, Suppression
 
 CONFIRMATIONS_PER_DAY = 3
+# The confirmation mails that are counted apart from the others, each against its own cap: so
+# that asking for preference links cannot silence someone's subscription confirmations.
+SEPARATELY_CAPPED_TEMPLATES = frozenset({"preference_link"})
 REFERRAL_INTERVAL = dt.timedelta(days=30)
 
 
@@ -62,16 +72,25 @@ class Request:
     address_hash: str
     category: Category
     topic_id: int | None = None
+    template: str | None = None  # for confirmation mails: which cap counts it
+
+
+def confirmation_kind(template: str | None) -> str:
+    """The kind a confirmation mail of `template` is capped as: its own template when it is
+    capped apart (SEPARATELY_CAPPED_TEMPLATES), else the subscription confirmations' kind."""
+    return template if template in SEPARATELY_CAPPED_TEMPLATES else "confirmation"
 
 
 # The address-wide marks that refuse promotional mail, in the order a reason is reported.
+# A quarantined address reads `not_subscribed`: the reason never tells that a referral
+# happened (CONSENT.md r2).
 _PROMOTIONAL_REFUSALS = (
     (Reason.BOUNCED, "bounced"),
     (Reason.COMPLAINED, "complained"),
     (Reason.LEFT, "unsubscribed"),
     (Reason.ERASED, "erased"),
     (Reason.BLOCKED, "blocked"),
-    (Reason.QUARANTINED, "quarantined"),
+    (Reason.QUARANTINED, "not_subscribed"),
 )
 _REFERRAL_REFUSALS = (Reason.BOUNCED, Reason.COMPLAINED, Reason.LEFT, Reason.ERASED,
                       Reason.BLOCKED)
@@ -87,7 +106,10 @@ def decide(
     now: dt.datetime | None = None,
     stage: Stage = Stage.ACCEPT,
 ) -> Decision:
-    """The rule table: may a mail of `category` go to an address with these marks and state?"""
+    """The rule table: may a mail of `category` go to an address with these marks and state?
+
+    `confirmations_today`: for a confirmation mail, those of its kind (see
+    `confirmation_kind`) accepted for the address in the last day."""
     address_marks = {m.reason: m for m in marks if m.topic_id is None}
     topic_marks = {m.reason for m in marks if m.topic_id is not None and m.topic_id == topic_id}
     if Reason.BOUNCED in address_marks:
@@ -123,20 +145,76 @@ def decide(
     raise ValueError(f"unknown category {category!r}")
 
 
+_suppressions = Suppression.__table__.c
+_contacts = Contact.__table__.c
+_subscriptions = Subscription.__table__.c
+
+
+def needs_own_confirmation(address_hash: Any) -> ColumnElement[bool]:
+    """SQL: the address carries an address-wide mark, so that no calling service, marketer or
+    import can subscribe it: a new subscription stays `pending` and only the address's own
+    confirmation (double opt-in) subscribes it, and lifts the mark (CONSENT.md). Every
+    address-wide mark counts: `complained`, `left`, `erased`, `blocked` and `quarantined`,
+    which that confirmation lifts, and `bounced`, which only an operator lifts.
+
+    `address_hash`: a column (of contacts, of an import's staging table) or a value. The same
+    rule in Python is `has_mark_needing_own_confirmation()`.
+    """
+    return exists().where(_suppressions.address_hash == address_hash,
+                          _suppressions.topic_id.is_(None))
+
+
+def has_mark_needing_own_confirmation(marks: Iterable[Mark]) -> bool:
+    """Python's `needs_own_confirmation()`: whether any of an address's marks is address-wide."""
+    return any(mark.topic_id is None for mark in marks)
+
+
+def refuses_promotional(address_hash: Any, topic_id: Any) -> ColumnElement[bool]:
+    """SQL: the address carries a mark that refuses promotional mail for the topic: one of
+    the address-wide marks of `decide()`'s promotional column, or the topic's own
+    `unsubscribed` mark. `address_hash` and `topic_id`: columns or values."""
+    return exists().where(
+        _suppressions.address_hash == address_hash,
+        or_(and_(_suppressions.topic_id.is_(None),
+                 _suppressions.reason.in_([reason.value for reason, _ in _PROMOTIONAL_REFUSALS])),
+            and_(_suppressions.topic_id == topic_id,
+                 _suppressions.reason == Reason.UNSUBSCRIBED.value)),
+    )
+
+
+def promotional_allowed(address_hash: Any, topic_id: Any, *,
+                        subscription_state: Any = None) -> ColumnElement[bool]:
+    """SQL: `decide()` allows a promotional mail for the topic to the address: it is
+    `subscribed` to the topic and no mark refuses it (`refuses_promotional`).
+
+    `subscription_state`: the state column of the address's subscription to the topic, when
+    the statement has joined it already (a fan-out does); without it, it is looked up.
+    """
+    if topic_id is None:
+        return false()
+    if subscription_state is None:
+        subscribed = exists().where(
+            _contacts.address_hash == address_hash,
+            _subscriptions.contact_id == _contacts.id,
+            _subscriptions.topic_id == topic_id,
+            _subscriptions.state == SubscriptionState.SUBSCRIBED.value,
+        )
+    else:
+        subscribed = subscription_state == SubscriptionState.SUBSCRIBED.value
+    return and_(subscribed, ~refuses_promotional(address_hash, topic_id))
+
+
 # Statements of the gate, built once: building and caching-keying a statement on every call
 # cost more than SQLite running it. Core columns, not ORM entities: rows, not objects, are
 # what the rules read, and the ORM's result processing cost as much again.
-_suppressions = Suppression.__table__.c
 _MARK_COLUMNS = (_suppressions.address_hash, _suppressions.reason, _suppressions.topic_id,
                  _suppressions.created_at)
 # One address (every send through the API) needs no IN list to be expanded into the SQL.
 _MARKS_OF_ONE = select(*_MARK_COLUMNS).where(_suppressions.address_hash == bindparam("hash"))
 _MARKS_OF_MANY = select(*_MARK_COLUMNS).where(
     _suppressions.address_hash.in_(bindparam("hashes", expanding=True)))
-_contacts = Contact.__table__.c
 _CONTACTS_BY_HASH = select(_contacts.id, _contacts.address_hash).where(
     _contacts.address_hash.in_(bindparam("hashes", expanding=True)))
-_subscriptions = Subscription.__table__.c
 _SUBSCRIPTIONS_OF_CONTACTS = select(
     _subscriptions.contact_id, _subscriptions.topic_id, _subscriptions.state
 ).where(_subscriptions.contact_id.in_(bindparam("contacts", expanding=True)))
@@ -171,29 +249,33 @@ def _subscription_states(pairs: set[tuple[str, int]]) -> dict[tuple[str, int], s
 
 
 @functools.cache
-def _confirmations_statement() -> Select[tuple[str, int]]:
+def _confirmations_statement() -> Select[tuple[str, str, int]]:
     """Built once, at first use: the outbox's model imports this module."""
     from mailer.messages.models import Message  # the outbox records what was sent
 
     messages = Message.__table__.c
     return (
-        select(messages.address_hash, func.count())
+        select(messages.address_hash, messages.template, func.count())
         .where(
             messages.address_hash.in_(bindparam("hashes", expanding=True)),
             messages.category == Category.CONFIRMATION.value,
             messages.created_at >= bindparam("since", type_=messages.created_at.type),
             messages.status.not_in(["suppressed", "cancelled"]),
         )
-        .group_by(messages.address_hash)
+        .group_by(messages.address_hash, messages.template)
     )
 
 
-def _confirmations_today(hashes: set[str]) -> dict[str, int]:
+def _confirmations_today(hashes: set[str]) -> dict[tuple[str, str], int]:
+    """Confirmation mails accepted in the last day, by (address hash, confirmation_kind)."""
     if not hashes:
         return {}
     since = utcnow() - dt.timedelta(days=1)
     rows = db.session.execute(_confirmations_statement(), {"hashes": list(hashes), "since": since})
-    return {address_hash: count for address_hash, count in rows}
+    counted: dict[tuple[str, str], int] = defaultdict(int)
+    for address_hash, template, count in rows:
+        counted[address_hash, confirmation_kind(template)] += count
+    return counted
 
 
 def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
@@ -206,7 +288,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
         {(r.address_hash, r.topic_id) for r in requests
          if r.category is Category.PROMOTIONAL and r.topic_id is not None}
     )
-    confirmations: dict[str, int] = {}
+    confirmations: dict[tuple[str, str], int] = {}
     if stage is Stage.ACCEPT:
         confirmations = _confirmations_today(
             {r.address_hash for r in requests if r.category is Category.CONFIRMATION}
@@ -218,7 +300,8 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
             marks.get(r.address_hash, ()),
             topic_id=r.topic_id,
             subscription=states.get((r.address_hash, r.topic_id)) if r.topic_id else None,
-            confirmations_today=confirmations.get(r.address_hash, 0),
+            confirmations_today=confirmations.get(
+                (r.address_hash, confirmation_kind(r.template)), 0),
             now=now,
             stage=stage,
         )
@@ -228,7 +311,8 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
 
 def check(
     address_hash: str, category: Category, topic_id: int | None = None, *,
-    stage: Stage = Stage.ACCEPT,
+    stage: Stage = Stage.ACCEPT, template: str | None = None,
 ) -> Decision:
-    """Decide one mail; see check_many."""
-    return check_many([Request(address_hash, category, topic_id)], stage=stage)[0]
+    """Decide one mail; see check_many. `template` decides which cap a confirmation mail
+    counts against."""
+    return check_many([Request(address_hash, category, topic_id, template)], stage=stage)[0]

@@ -6,10 +6,9 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select, update
 
+from mailer.consent import gate
 from mailer.consent.models import (
     ConsentEvent,
     ConsentSource,
@@ -18,10 +17,8 @@ from mailer.consent.models import (
     SubscriptionState,
 )
 from mailer.contacts.models import Contact
-from mailer.database import utcnow
-from mailer.driver_statements import DriverStatement
-from mailer.extensions import attach_inserted, db
-from mailer.suppressions import services as suppressions
+from mailer.database import insert_of_dialect, utcnow
+from mailer.extensions import db
 from mailer.topics.models import Topic
 
 
@@ -48,44 +45,6 @@ class SubscriptionOutcome:
     kept_unsubscribed: list[str] = field(default_factory=list)
 
 
-# Consent changes are written through with Core statements built once, and the session's
-# objects are set to what was written: the ORM's unit of work cost several times the INSERTs
-# themselves on the paths that create a contact or unsubscribe one.
-_subscriptions = Subscription.__table__
-_events = ConsentEvent.__table__
-# A contact's first row for a topic: ON CONFLICT DO NOTHING on (contact, topic), so a
-# concurrent request making the same row first never costs a unique violation (a 500); the
-# loser waits for the winner's commit (PostgreSQL, at the unique index; SQLite, for the write
-# lock), gets no id back, and reads the winner's row instead.
-_INSERT_SUBSCRIPTION = {
-    name: (
-        dialect.insert(_subscriptions)
-        .values(contact_id=bindparam("p_contact"), topic_id=bindparam("p_topic"),
-                state=bindparam("p_state"), created_at=bindparam("p_now"),
-                updated_at=bindparam("p_now"))
-        .on_conflict_do_nothing(index_elements=[_subscriptions.c.contact_id,
-                                                _subscriptions.c.topic_id])
-        .returning(_subscriptions.c.id)
-    )
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-_SUBSCRIPTION_OF = select(Subscription).where(Subscription.contact_id == bindparam("p_contact"),
-                                               Subscription.topic_id == bindparam("p_topic"))
-_UPDATE_SUBSCRIPTION = (
-    update(_subscriptions)
-    .where(_subscriptions.c.id == bindparam("p_id"))
-    .values(state=bindparam("p_state"), updated_at=bindparam("p_now"))
-)
-# One consent event, every column a parameter.
-INSERT_EVENT = insert(_events).values(
-    contact_id=bindparam("p_contact"), address_hash=bindparam("p_hash"),
-    subject=bindparam("p_subject"), topic_id=bindparam("p_topic"), state=bindparam("p_state"),
-    source=bindparam("p_source"), note=bindparam("p_note"), created_at=bindparam("p_now"),
-)
-# The same on the driver's cursor, for the hottest writes on SQLite (new contacts, one-clicks).
-RUN_INSERT_EVENT = DriverStatement(INSERT_EVENT)
-
-
 def _contact_id(contact: Contact) -> int:
     if contact.id is None:  # a contact added but not flushed yet
         db.session.flush()
@@ -94,11 +53,11 @@ def _contact_id(contact: Contact) -> int:
 
 def _log(contact: Contact, subject: ConsentSubject, state: str, source: ConsentSource,
          note: str | None, topic: Topic | None = None) -> None:
-    db.session.execute(INSERT_EVENT, {
-        "p_contact": _contact_id(contact), "p_hash": contact.address_hash,
-        "p_subject": subject.value, "p_topic": topic.id if topic is not None else None,
-        "p_state": state, "p_source": source.value, "p_note": note, "p_now": utcnow(),
-    })
+    db.session.add(ConsentEvent(
+        contact_id=_contact_id(contact), address_hash=contact.address_hash,
+        subject=subject.value, topic_id=topic.id if topic is not None else None, state=state,
+        source=source.value, note=note, created_at=utcnow(),
+    ))
 
 
 def subscription_for(contact: Contact, topic: Topic) -> Subscription | None:
@@ -109,38 +68,39 @@ def subscription_for(contact: Contact, topic: Topic) -> Subscription | None:
     return None
 
 
-class _RowAppeared(Exception):
-    """A concurrent request made the contact's first row for the topic between our read of
-    none and our INSERT; the row is among the contact's loaded subscriptions now."""
+class _RowChanged(Exception):
+    """A concurrent request made or changed the contact's row for the topic between our read
+    and our write; the row as it is now is among the contact's loaded subscriptions."""
 
 
 def _insert_subscription(contact: Contact, topic: Topic, state: SubscriptionState,
                          now: dt.datetime) -> Subscription:
-    """Write the contact's first row for the topic and return it as the session's object; raise
-    _RowAppeared, with the winner's row loaded, when a concurrent request made it first."""
-    contact_id = _contact_id(contact)
-    params = {"p_contact": contact_id, "p_topic": topic.id}
-    statement = _INSERT_SUBSCRIPTION[db.session.get_bind().dialect.name]
-    new_id = db.session.execute(statement, {**params, "p_state": state.value, "p_now": now}
-                                ).scalar()
-    if new_id is None:
+    """Write the contact's first row for the topic and return it; raise _RowChanged, with the
+    winner's row loaded, when a concurrent request made it first.
+
+    ON CONFLICT DO NOTHING: the loser of that race waits for the winner's commit (PostgreSQL,
+    at the unique index; SQLite, for the write lock), gets no row back and never a unique
+    violation (a 500)."""
+    key = {"contact_id": _contact_id(contact), "topic_id": topic.id}
+    subscription = db.session.scalar(
+        insert_of_dialect(db.session, Subscription)
+        .values(**key, state=state.value, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["contact_id", "topic_id"])
+        .returning(Subscription)
+    )
+    if subscription is None:
         # Read after our INSERT waited for the winner's commit: its row is visible now.
-        winner = db.session.scalars(_SUBSCRIPTION_OF, params).one()
-        set_committed_value(contact, "subscriptions", [*contact.subscriptions, winner])
-        raise _RowAppeared()
-    subscription = attach_inserted(Subscription, {
-        "id": new_id, "contact_id": contact_id, "topic_id": topic.id, "state": state.value,
-        "created_at": now, "updated_at": now,
-    })
-    set_committed_value(subscription, "topic", topic)
-    set_committed_value(subscription, "contact", contact)
-    set_committed_value(contact, "subscriptions", [*contact.subscriptions, subscription])
+        contact.subscriptions.append(db.session.scalars(select(Subscription).filter_by(**key))
+                                     .one())
+        raise _RowChanged()
+    subscription.topic = topic  # the one loaded already: no read of it to follow
+    contact.subscriptions.append(subscription)
     return subscription
 
 
 def _set_state(contact: Contact, topic: Topic, state: SubscriptionState,
                source: ConsentSource, note: str | None) -> bool:
-    """set_state(), raising _RowAppeared when the first row for the topic was made meanwhile."""
+    """set_state(), raising _RowChanged when the row was made or changed meanwhile."""
     subscription = subscription_for(contact, topic)
     now = utcnow()
     if subscription is None:
@@ -148,12 +108,16 @@ def _set_state(contact: Contact, topic: Topic, state: SubscriptionState,
     elif subscription.state == state:
         return False
     else:
-        if subscription.id is None or subscription in db.session.dirty:
-            db.session.flush()  # added or changed elsewhere through the ORM: write that first
-        db.session.execute(_UPDATE_SUBSCRIPTION,
-                           {"p_id": subscription.id, "p_state": state.value, "p_now": now})
-        set_committed_value(subscription, "state", state.value)
-        set_committed_value(subscription, "updated_at", now)
+        # From the state we read only: two concurrent requests (two clicks of one link) never
+        # both make, log and count the same change.
+        changed = db.session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription.id, Subscription.state == subscription.state)
+            .values(state=state.value, updated_at=now)
+        ).rowcount
+        if not changed:
+            db.session.refresh(subscription)
+            raise _RowChanged()
     _log(contact, ConsentSubject.TOPIC, state.value, source, note, topic)
     return True
 
@@ -170,8 +134,8 @@ def set_state(
     """
     try:
         return _set_state(contact, topic, state, source, note)
-    except _RowAppeared:
-        return _set_state(contact, topic, state, source, note)  # now an update of that row
+    except _RowChanged:
+        return _set_state(contact, topic, state, source, note)  # from the row as it is now
 
 
 def request_subscriptions(
@@ -190,24 +154,21 @@ def request_subscriptions(
     confirmation, never by whoever adds it. A topic the address unsubscribed
     from is `pending` again too when asked for, and an import leaves it alone.
 
-    `marked` is whether the address has a mark, when the caller has just read it
-    (`suppressions.marks()`); otherwise it is read here. Nothing is flushed: the
-    changes go out with the caller's next flush or commit.
+    `marked` is whether the address has such a mark (`gate.needs_own_confirmation`), when
+    the caller has just read it; otherwise it is read here.
     """
     outcome = SubscriptionOutcome()
     if not topics:
         return outcome
     if marked is None:
-        # A read among writes: it must not flush them (and, on SQLite, take the write lock)
-        # early. Marks are only ever added with a flush, so none can be pending here.
-        with db.session.no_autoflush:
-            marked = bool(suppressions.marks(contact.address_hash))
+        marked = bool(db.session.scalar(select(gate.needs_own_confirmation(
+            contact.address_hash))))
     for topic in topics:
         try:
             _ask(contact, topic, outcome, marked=marked, kind=kind, source=source, note=note)
-        except _RowAppeared:
-            # A concurrent request made the first row for the topic after we read none: ask
-            # again, as for a row that was there (it may be subscribed, or unsubscribed).
+        except _RowChanged:
+            # A concurrent request made or changed the row after we read it: ask again, from
+            # the row as it is now (it may be subscribed, or unsubscribed).
             _ask(contact, topic, outcome, marked=marked, kind=kind, source=source, note=note)
     return outcome
 
@@ -254,11 +215,20 @@ def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked
 
 def unsubscribe(
     contact: Contact, topics: list[Topic], *, source: ConsentSource, note: str | None = None
-) -> None:
-    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too)."""
+) -> list[Topic]:
+    """Withdraw consent for each topic (a topic never asked for gets an unsubscribed row too).
+
+    Returns the topics whose subscription this call ended (they were `subscribed`); a
+    concurrent request that ended one first has it, not this call."""
+    ended = []
     for topic in topics:
-        set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note)
+        current = subscription_for(contact, topic)
+        was_subscribed = current is not None and current.state == SubscriptionState.SUBSCRIBED
+        if set_state(contact, topic, SubscriptionState.UNSUBSCRIBED, source, note) \
+                and was_subscribed:
+            ended.append(topic)
     db.session.flush()
+    return ended
 
 
 def set_partner_sharing(

@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mailer import addresses
 from mailer.card_numbers import holds_card_number
+from mailer.consent import gate
 from mailer.consent.models import (
     ConsentEvent,
     ConsentSource,
@@ -61,7 +62,6 @@ from mailer.contacts.services import MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, check_a
 from mailer.database import UTCDateTime, utcnow
 from mailer.errors import ValidationFailed
 from mailer.extensions import db
-from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.services import topics_by_slug
 
@@ -308,8 +308,9 @@ class _BatchWriter:
         dialect_name = connection.dialect.name
         STAGING.create(connection, checkfirst=True)
         self.session.execute(STAGING.insert(), rows)
-        # The one question about marks this import asks, in the consent rules' own terms.
-        counts.kept_marked = self._keep("marked", suppressions.is_marked(_rows.address_hash))
+        # The gate's own rule: an address-wide mark only the address (or, for a bounce, an
+        # operator) lifts; an import adds nothing to such an address.
+        counts.kept_marked = self._keep("marked", gate.needs_own_confirmation(_rows.address_hash))
         counts.kept_unsubscribed = self._keep("unsubscribed", self._unsubscribed_by_a_mark())
         self._find_contacts()
         counts.kept_unsubscribed += self._keep(

@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, or_, select
+from sqlalchemy import bindparam, delete, exists, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mailer import addresses
-from mailer.autocommit import run_alone
+from mailer.consent import gate
 from mailer.consent import services as consent
 from mailer.consent.models import (
     ConsentEvent,
     ConsentSource,
     ConsentSubject,
-    Subscription,
     SubscriptionState,
 )
 from mailer.consent.services import RequestKind, SubscriptionOutcome
-from mailer.contacts import creating
 from mailer.contacts.models import Contact
-from mailer.database import SQLITE_BUSY_TIMEOUT_MS, truncate_sqlite_wal, utcnow
+from mailer.database import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    insert_of_dialect,
+    truncate_sqlite_wal,
+    utcnow,
+)
 from mailer.errors import Conflict, NotFound, ValidationFailed
-from mailer.extensions import attach_inserted, attach_loaded, autoflush, copy_of_row, db
+from mailer.extensions import db
 from mailer.messages import services as outbox
 from mailer.messages.models import Message
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason, Suppression
 from mailer.topics.models import Topic
-from mailer.topics.services import topics_by_slug
+from mailer.topics.services import in_order, topics_by_slug
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_NAME = 64
@@ -88,7 +89,7 @@ def get(raw_email: str) -> Contact:
 
 @dataclass
 class Upserted:
-    contact: Contact  # with its subscriptions; see upsert()'s `answer_only`
+    contact: Contact  # with its subscriptions
     created: bool
     outcome: SubscriptionOutcome
 
@@ -109,20 +110,22 @@ def _lookup(email: str) -> Contact | None:
 def _insert_new(email: str, address_hash: str, *, attributes: dict[str, Any],
                 source: str | None, partner_sharing: bool) -> Contact | None:
     """INSERT the contact unless the address exists; None when it does (a concurrent request
-    made it after our lookup)."""
+    made it after our lookup).
+
+    ON CONFLICT DO NOTHING: the loser of a race for a new address gets no row back and never
+    a unique violation; on PostgreSQL it waits for the winner's commit, on SQLite for its
+    write lock, and then reads the winner's row as any update would."""
     now = utcnow()
-    values = {"email": email, "address_hash": address_hash, "attributes": attributes,
-              "source": source, "partner_sharing": partner_sharing, "created_at": now,
-              "updated_at": now}
-    statement = creating.INSERT_CONTACT[db.engine.dialect.name]
-    new_id = db.session.connection().execute(statement, values).scalar()
-    if new_id is None:
-        return None
-    # The row holds exactly these values: make it the session's persistent object without
-    # reading it back (the ORM's own INSERT ... RETURNING path costs twice as much).
-    contact = attach_inserted(Contact, {"id": new_id, **values})
-    # A new contact has no subscriptions: say so, rather than have them loaded.
-    set_committed_value(contact, "subscriptions", [])
+    contact = db.session.scalar(
+        insert_of_dialect(db.session, Contact)
+        .values(email=email, address_hash=address_hash, attributes=attributes, source=source,
+                partner_sharing=partner_sharing, created_at=now, updated_at=now)
+        .on_conflict_do_nothing()
+        .returning(Contact)
+    )
+    if contact is not None:
+        # A new contact has no subscriptions: say so, rather than have them loaded.
+        set_committed_value(contact, "subscriptions", [])
     return contact
 
 
@@ -136,42 +139,25 @@ def upsert(
     channel: ConsentSource = ConsentSource.API,
     kind: RequestKind = RequestKind.ASK,
     email_is_normalized: bool = False,
-    answer_only: bool = False,
 ) -> Upserted:
-    """Create or update a contact and ask for its subscriptions to `topics`.
+    """Create or update a contact and ask for its subscriptions to `topics`; flushes, and the
+    caller commits.
 
     `partner_sharing` True records a grant; False withdraws one; None leaves it.
     New attributes are merged into the existing ones; a null value removes one.
     `email_is_normalized`: the caller has already put `email` through
     `addresses.normalize()` (the API's Email field does), so it is not done twice.
-    `answer_only`: the caller only reads the contact returned (to answer with it), so a new
-    address written whole comes back as a copy outside the session, not as the session's
-    object (a twentieth of the request's work saved); a change made through it is not written.
 
-    Every read comes first and the writes last. A new address that needs no confirmation is
-    written whole at once (see `creating`); otherwise a new contact is inserted at once (so
-    that a concurrent create of the same address turns into an update), and the rest goes
-    out with the caller's next flush or commit.
+    Whether the address may be subscribed without its own confirmation is the consent gate's
+    rule (`gate.needs_own_confirmation`), read with the topics asked for.
     """
     normalized = email if email_is_normalized else _normalize(email)
     # The contact's address_hash is this very hash: both come from the normal form.
     address_hash = addresses.keyed_hash(normalized)
-    autoflush()  # what the caller has pending is read too, as by an ORM query
-    asked = _Asked(normalized, address_hash, source, partner_sharing, attributes, channel, kind,
-                   answer_only)
-    if db.session().in_transaction():
-        found, whole = _probe_and_create(db.session.connection(), topics, asked)
-    else:
-        # Nothing of the caller's is waiting to commit: the probe and a whole write run on a
-        # connection of their own (on PostgreSQL one statement in autocommit, without the
-        # round trips of BEGIN, COMMIT and the pool's ping), and the session (begun, it
-        # would cost a transaction of its own to set up and end) is left untouched. Run
-        # twice, it finds the address written the first time, and updates it.
-        found, whole = run_alone(lambda alone: _probe_and_create(alone, topics, asked))
-    if whole is not None:
-        return whole
-    wanted_topics = [attach_loaded(Topic, row._asdict()) for row in found.topics]
-    contact = _lookup(normalized) if found.contact_id is not None else None
+    if attributes is not None:
+        check_attributes(attributes)  # before anything is written
+    wanted_topics, marked = _topics_and_mark(topics, address_hash)
+    contact = _lookup(normalized)
     created = False
     for _attempt in range(3):
         if contact is not None:
@@ -196,102 +182,32 @@ def upsert(
         if partner_sharing is not None:
             consent.set_partner_sharing(contact, partner_sharing, source=channel, note=source)
     outcome = consent.request_subscriptions(
-        contact, wanted_topics, source=channel, note=source, kind=kind, marked=found.marked
+        contact, wanted_topics, source=channel, note=source, kind=kind, marked=marked
     )
+    db.session.flush()
     return Upserted(contact=contact, created=created, outcome=outcome)
+
+
+def _topics_and_mark(slugs: list[str] | tuple[str, ...],
+                     address_hash: str) -> tuple[list[Topic], bool]:
+    """The topics of the slugs, in order, and whether the address carries a mark that only
+    its own confirmation lifts, in one statement; no topics (and no read) for no slugs. An
+    unknown slug raises ValidationFailed naming `topics`."""
+    wanted = list(dict.fromkeys(slugs))
+    if not wanted:
+        return [], False
+    rows = db.session.execute(
+        select(Topic, gate.needs_own_confirmation(address_hash).label("marked"))
+        .where(Topic.slug.in_(wanted))
+    ).all()
+    topics = in_order(wanted, (topic for topic, _marked in rows))
+    return list(topics.values()), bool(rows[0].marked)
 
 
 def _first_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
     """A new contact's attributes: merged into nothing, where a null value has nothing to
     remove."""
     return {name: value for name, value in (attributes or {}).items() if value is not None}
-
-
-@dataclass(frozen=True)
-class _Asked:
-    """What upsert() was asked, for _probe_and_create()."""
-
-    email: str
-    address_hash: str
-    source: str | None
-    partner_sharing: bool | None
-    attributes: dict[str, Any] | None
-    channel: ConsentSource
-    kind: RequestKind
-    answer_only: bool
-
-
-def _probe_and_create(connection: Connection, topics: list[str] | tuple[str, ...],
-                      asked: _Asked) -> tuple[creating.Probe, Upserted | None]:
-    """The probe of the address and, when it is new and needs no confirmation for any topic,
-    its whole write (see `creating`) and the answer made of it."""
-    if asked.attributes is not None:
-        check_attributes(asked.attributes)  # before anything is written
-    now = utcnow()
-    values = {"email": asked.email, "address_hash": asked.address_hash,
-              "attributes": _first_attributes(asked.attributes),
-              "source": asked.source, "partner_sharing": asked.partner_sharing is True,
-              "created_at": now, "updated_at": now}
-    if connection.dialect.name == "postgresql":
-        found, written = creating.probe_and_write_new(
-            connection, values, topics, _subscribes_at_once(asked.kind),
-            partner_sharing=asked.partner_sharing is True, source=asked.channel.value,
-            note=asked.source, now=now)
-    else:
-        found = creating.probe(connection, asked.email, asked.address_hash, topics)
-        written = (_write_whole(connection, found, values, asked, now)
-                   if found.contact_id is None else None)
-    if written is None:
-        return found, None
-    return found, _answer(found, written, values, asked, now)
-
-
-@functools.cache
-def _subscribes_at_once(kind: RequestKind) -> creating.SubscribesAtOnce:
-    """Whether a new address's request of this kind subscribes it to a topic at once, by
-    (the address has a mark, the topic wants double opt-in): the consent rules' answers,
-    asked once a kind (read only)."""
-    return {(marked, double_opt_in): consent.requested_state(
-                None, double_opt_in=double_opt_in, marked=marked, kind=kind,
-            ) is SubscriptionState.SUBSCRIBED
-            for marked in (False, True) for double_opt_in in (False, True)}
-
-
-def _write_whole(connection: Connection, found: creating.Probe, values: dict[str, Any],
-                 asked: _Asked, now: dt.datetime) -> creating.NewContact | None:
-    """SQLite: write the new address whole (contact, subscriptions, consent events) when the
-    consent rules subscribe it to every topic at once; None, with nothing written, when a
-    topic needs the address to confirm (its confirmation mail is to be written in the same
-    transaction) or a concurrent request made the address meanwhile."""
-    subscribes = _subscribes_at_once(asked.kind)
-    if not all(subscribes[found.marked, topic.double_opt_in] for topic in found.topics):
-        return None
-    return creating.write_new(
-        connection, values, [topic.id for topic in found.topics],
-        partner_sharing=asked.partner_sharing is True, source=asked.channel.value,
-        note=asked.source, now=now)
-
-
-def _answer(found: creating.Probe, written: creating.NewContact, values: dict[str, Any],
-            asked: _Asked, now: dt.datetime) -> Upserted:
-    """The contact written whole, with its subscriptions, as the session's objects (copies
-    outside it when the caller asked for an answer only)."""
-    inserted, loaded = (copy_of_row, copy_of_row) if asked.answer_only else (attach_inserted,
-                                                                              attach_loaded)
-    contact = inserted(Contact, {"id": written.contact_id, **values})
-    outcome = SubscriptionOutcome()
-    subscriptions = []
-    for row in found.topics:
-        subscription = inserted(Subscription, {
-            "id": written.subscription_ids[row.id], "contact_id": written.contact_id,
-            "topic_id": row.id, "state": SubscriptionState.SUBSCRIBED.value,
-            "created_at": now, "updated_at": now})
-        set_committed_value(subscription, "topic", loaded(Topic, row._asdict()))
-        set_committed_value(subscription, "contact", contact)
-        subscriptions.append(subscription)
-        outcome.states[row.slug] = SubscriptionState.SUBSCRIBED
-    set_committed_value(contact, "subscriptions", subscriptions)
-    return Upserted(contact=contact, created=True, outcome=outcome)
 
 
 def merge_attributes(contact: Contact, changes: dict[str, Any]) -> None:

@@ -78,7 +78,10 @@ HOUSEKEEPING_INTERVAL = 600.0
 
 
 def housekeeping() -> None:
-    """Forget what no rule needs any more: old idempotency records and referral rows."""
+    """Forget what no rule needs any more: old idempotency records and referral rows; on
+    SQLite, empty the write-ahead log once (SQLite's own checkpoints copy it, but start it
+    over only when no reader is behind them)."""
+    from mailer.database import truncate_sqlite_wal
     from mailer.extensions import db
     from mailer.messages.services import purge_idempotency_records
     from mailer.referrals.services import purge_expired
@@ -87,6 +90,7 @@ def housekeeping() -> None:
     referrals = purge_expired()
     db.session.commit()
     outbox.settle_scrubs()
+    truncate_sqlite_wal(db.engine)
     if idempotency or referrals:
         log.info("housekeeping: %d idempotency records, %d referral rows removed",
                  idempotency, referrals)

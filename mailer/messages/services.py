@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mailer import addresses
@@ -18,7 +18,7 @@ from mailer.consent import gate
 from mailer.consent.gate import Category, Stage
 from mailer.database import utcnow
 from mailer.errors import Conflict, MailerError, NotFound, ValidationFailed
-from mailer.extensions import attach_inserted, db
+from mailer.extensions import db
 from mailer.messages.compose import Envelope, TopicInfo, compose, sender_address
 from mailer.messages.models import IdempotencyRecord, Message, MessageStatus
 from mailer.topics.models import Topic
@@ -58,8 +58,6 @@ def new_public_id() -> str:
 # Statements of the accept path, built once (building and keying a statement each time cost
 # about as much as running it).
 _TOPIC_BY_SLUG = select(Topic).where(Topic.slug == bindparam("slug"))
-_messages = Message.__table__
-_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
 
 
 def _topic(slug: str | None, category: Category) -> Topic | None:
@@ -95,24 +93,18 @@ def accept(request: SendRequest, *, api_key_id: int | None = None) -> Message:
         test=request.test,
     ))
     decision = gate.check(address_hash, request.category, topic.id if topic else None,
-                          stage=Stage.ACCEPT)
+                          stage=Stage.ACCEPT, template=request.template)
     if not decision.allowed:
         raise RecipientSuppressed(decision.reason or "refused")
     now = utcnow()
-    values = {
-        "public_id": public_id, "category": request.category.value,
-        "topic_id": topic.id if topic else None, "template": request.template,
-        "data": request.data, "to_address": to_address, "address_hash": address_hash,
-        "status": MessageStatus.QUEUED.value, "attempts": 0, "due_at": now,
-        "lease_owner": None, "last_error": None, "api_key_id": api_key_id,
-        "campaign_id": None, "is_test": request.test, "created_at": now, "updated_at": now,
-        "sent_at": None,
-    }
-    # Written with Core and handed to the session as the row it is: the ORM's flush of one
-    # new object costs several times the INSERT.
-    message_id = db.session.execute(_INSERT_MESSAGE, values).scalar_one()
-    message = attach_inserted(Message, {"id": message_id, **values})
-    # As before: what the caller added to the session goes out now too.
+    message = Message(
+        public_id=public_id, category=request.category.value,
+        topic_id=topic.id if topic else None, template=request.template, data=request.data,
+        to_address=to_address, address_hash=address_hash, status=MessageStatus.QUEUED.value,
+        attempts=0, due_at=now, api_key_id=api_key_id, is_test=request.test, created_at=now,
+        updated_at=now,
+    )
+    db.session.add(message)
     db.session.flush()
     return message
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, make_response, render
 from mailer.consent import confirmation, preferences
 from mailer.consent.models import ConsentSource, SubscriptionState
 from mailer.consent.unsubscribe import LinkTarget, Scope, read_token, topic_name, unsubscribe
-from mailer.extensions import commit_and_keep, csrf, db, limiter
+from mailer.extensions import csrf, db, limiter
 from mailer.pages import forms
 from mailer.pages.mailing import after_the_answer, send_preference_link, sign_up
 from mailer.tokens import TokenExpired, TokenInvalid
@@ -100,7 +100,7 @@ def unsubscribe_post(token: str) -> tuple[str, int] | str:
         return _invalid_link()
     scope, source = _what_the_post_asks()
     done = unsubscribe(target, scope, source)
-    commit_and_keep()  # nothing to commit when the one-click committed on its own
+    db.session.commit()
     return _unsubscribed_page(done.topic_name, done.scope)
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import ColumnElement, bindparam, delete, exists, select
+from sqlalchemy import delete, select
 
 from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject
-from mailer.extensions import autoflush, db
+from mailer.extensions import db
 from mailer.suppressions.models import Reason, Scope, Suppression
 
 # Where each mark applies when no topic is named (../shared/CONSENT.md).
@@ -66,24 +64,10 @@ def suppress(
     return row
 
 
-_table = Suppression.__table__
-# Built once: a plain Core select of one column is read on every subscription request, and
-# building and keying the statement again each time cost more than running it.
-_MARKS = select(_table.c.reason).where(
-    _table.c.address_hash == bindparam("address_hash"), _table.c.topic_id.is_(None)
-)
-
-
-def is_marked(address_hash: Any) -> ColumnElement[bool]:
-    """SQL for "the address has an address-wide mark" (marks() would not be empty), to read it
-    in the same statement as something else; `address_hash` a value or a bindparam."""
-    return exists().where(_table.c.address_hash == address_hash, _table.c.topic_id.is_(None))
-
-
 def marks(address_hash: str) -> set[Reason]:
     """The address-wide marks (not topic-scoped) on an address."""
-    autoflush()  # marks added but not flushed yet count, as they did for the ORM query
-    rows = db.session.scalars(_MARKS, {"address_hash": address_hash})
+    rows = db.session.scalars(select(Suppression.reason).where(
+        Suppression.address_hash == address_hash, Suppression.topic_id.is_(None)))
     return {Reason(reason) for reason in rows}
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 
 from mailer.consent import services as consent_services
 from mailer.consent.models import ConsentEvent, Subscription
-from mailer.contacts import creating
 from mailer.contacts import services as contacts_services
 from mailer.contacts.models import Contact
 from mailer.extensions import db
@@ -79,11 +78,8 @@ def hold_both_at(monkeypatch, *places: tuple[Any, str]) -> None:
 
 @pytest.fixture
 def both_look_before_either_creates(monkeypatch):
-    """Both requests insert the contact they found missing: they create the same address,
-    written whole (no confirmation needed: on PostgreSQL in the statement that looks, so both
-    are held before it) or alone (one is)."""
-    hold_both_at(monkeypatch, (creating, "write_new"), (creating, "probe_and_write_new"),
-                 (contacts_services, "_insert_new"))
+    """Both requests insert the contact they found missing: they create the same address."""
+    hold_both_at(monkeypatch, (contacts_services, "_insert_new"))
 
 
 def counts(email: str) -> tuple[int, int, int]:

@@ -1,7 +1,5 @@
-"""A new address gets the states the consent rules give, however it is written: whole (on
-PostgreSQL one statement that reads and writes, alone in autocommit or in the caller's
-transaction; on SQLite a statement a table) or through the consent services. Runs on SQLite
-and on PostgreSQL (MAILER_TEST_DATABASE_URL)."""
+"""A new address gets the states the consent rules give, whether the caller has written in its
+transaction already or not. Runs on SQLite and on PostgreSQL (MAILER_TEST_DATABASE_URL)."""
 
 from __future__ import annotations
 

@@ -189,14 +189,14 @@ def test_a_quarantined_friend_gets_promotional_mail_only_after_confirming_themse
     refused = promote(client, auth)
     assert refused.status_code == 422
     assert refused.get_json()["error"]["code"] == "recipient_suppressed"
-    assert refused.get_json()["error"]["reason"] == "quarantined"
+    assert refused.get_json()["error"]["reason"] == "not_subscribed"
 
     # A calling service adding the friend, even to a single opt-in topic, gets only `pending`.
     added = client.post("/api/v1/contacts", json={"email": FRIEND, "topics": ["deals"],
                                                   "source": "newsletter box"}, headers=auth)
     assert added.status_code == 201
     assert added.get_json()["subscriptions"] == {"deals": "pending"}
-    assert promote(client, auth).get_json()["error"]["reason"] == "quarantined"
+    assert promote(client, auth).get_json()["error"]["reason"] == "not_subscribed"
     assert suppressions.marks(addresses.hash_of(FRIEND)) == {Reason.QUARANTINED}
 
     # The friend's own confirmation lifts the quarantine.
