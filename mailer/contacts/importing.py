@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -161,26 +162,41 @@ def import_csv(
     """
     reader = _reader(handle)
     topic_id = topics_by_slug([topic], field="topic")[topic].id
-    db.session.commit()  # end the read: no transaction stays open while rows are parsed
+    db.session.commit()  # end the read: no transaction stays open while rows are checked
     report = ImportReport()
+    batches = _checked_batches(reader, batch_rows)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-import-reader") as reading:
+        # The next batch is read and checked (most of an import's own work: validating the
+        # addresses) while this one is written, so the database and Python work at once.
+        # Only this thread talks to the database.
+        upcoming = reading.submit(next, batches, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = reading.submit(next, batches, None)
+            rows, bad_rows = batch
+            _write_batch(rows, bad_rows, topic_id, source, report)
+            if on_progress is not None:
+                on_progress(report)
+    return report
+
+
+def _checked_batches(reader: Iterator[tuple[int, dict[str, str | None]]], batch_rows: int
+                     ) -> Iterator[tuple[list[dict[str, Any]], list[BadRow]]]:
+    """The file's good rows in batches, each with the bad rows read since the one before;
+    the last batch may be empty."""
     batch: dict[str, dict[str, Any]] = {}
+    bad_rows: list[BadRow] = []
     for line, row in reader:
-        parsed = _check_row(line, row)
-        if isinstance(parsed, BadRow):
-            report.bad_rows.append(parsed)
-            report.rows += 1
+        checked = _check_row(line, row)
+        if isinstance(checked, BadRow):
+            bad_rows.append(checked)
             continue
         # An address met again within the batch: the batch so far is written first, so the
         # repeat is imported after it, as if the file were read a row at a time.
-        if parsed["address_hash"] in batch or len(batch) >= batch_rows:
-            _write_batch(list(batch.values()), topic_id, source, report, on_progress)
-            batch = {}
-        batch[parsed["address_hash"]] = parsed
-    if batch:
-        _write_batch(list(batch.values()), topic_id, source, report, on_progress)
-    elif on_progress is not None:
-        on_progress(report)
-    return report
+        if checked["email"] in batch or len(batch) >= batch_rows:
+            yield list(batch.values()), bad_rows
+            batch, bad_rows = {}, []
+        batch[checked["email"]] = checked
+    yield list(batch.values()), bad_rows
 
 
 def _reader(handle: IO[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
@@ -207,7 +223,8 @@ def _reader(handle: IO[str]) -> Iterator[tuple[int, dict[str, str | None]]]:
 
 
 def _check_row(line: int, row: dict[str, str | None]) -> dict[str, Any] | BadRow:
-    """The row as a staging row (address normalized and hashed, attributes), or why not."""
+    """The row as a staging row (address normalized, attributes; the address's hash is added
+    where the app's key is at hand), or why not."""
     if None in row:
         return BadRow(line, "more fields than the header has")
     values = [value for value in row.values() if value]
@@ -224,15 +241,19 @@ def _check_row(line: int, row: dict[str, str | None]) -> dict[str, Any] | BadRow
         check_attributes(attributes)
     except ValidationFailed as exc:
         return BadRow(line, "; ".join(exc.fields["attributes"]))
-    return {"line": line, "email": email, "address_hash": addresses.keyed_hash(email),
-            "attributes": attributes}
+    return {"line": line, "email": email, "attributes": attributes}
 
 
-def _write_batch(rows: list[dict[str, Any]], topic_id: int, source: str,
-                 report: ImportReport, on_progress: ProgressCallback | None) -> None:
-    """Write one batch in a transaction of its own, committed here; run it again when a
-    concurrent writer made it fail (nothing of a failed attempt stays)."""
+def _write_batch(rows: list[dict[str, Any]], bad_rows: list[BadRow], topic_id: int,
+                 source: str, report: ImportReport) -> None:
+    """Write one batch in a transaction of its own, committed here, and count it in `report`;
+    run it again when a concurrent writer made it fail (nothing of a failed attempt stays)."""
+    counts = _BatchCounts()
+    for row in rows:
+        row["address_hash"] = addresses.keyed_hash(row["email"])
     for attempt in range(1, BATCH_ATTEMPTS + 1):
+        if not rows:
+            break
         try:
             counts = _BatchWriter(topic_id, source).write(rows)
             db.session.commit()
@@ -245,16 +266,16 @@ def _write_batch(rows: list[dict[str, Any]], topic_id: int, source: str,
                            BATCH_ATTEMPTS)
         else:
             break
-    report.rows += len(rows)
+    report.rows += len(rows) + len(bad_rows)
     report.created += counts.created
     report.updated += counts.updated
     report.already_subscribed += counts.already_subscribed
     report.kept_unsubscribed += counts.kept_unsubscribed
     report.kept_marked += counts.kept_marked
-    report.bad_rows.extend(counts.bad_rows)
-    report.bad_rows.sort(key=lambda bad: bad.line)
-    if on_progress is not None:
-        on_progress(report)
+    report.bad_rows.extend(bad_rows)
+    if counts.bad_rows:  # found while writing, after the batch's other bad rows were read
+        report.bad_rows.extend(counts.bad_rows)
+        report.bad_rows.sort(key=lambda bad: bad.line)
 
 
 # PostgreSQL: deadlock detected, serialization failure. SQLite: the file stayed busy longer
