@@ -24,7 +24,11 @@ Run with the project's venv from the repository root:
 
     .venv/bin/python bench/import_contacts.py [--rows 1000000] [--database postgres|sqlite]
         [--again | --no-again] [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432]
-        [--pg-database mailer_bench_import]
+        [--pg-database mailer_bench_import] [--code DIR]
+
+``--code DIR`` runs the command of another source tree against the same setup, e.g. the
+starting code of a change: ``git archive REV | tar -x -C DIR`` (``python -m flask`` imports
+``mailer`` from DIR, its working directory).
 
 Exit status: 0 when the benchmark ran (whatever the figures), 2 when it could not run, 130
 when interrupted.
@@ -65,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (a database is created on it)")
     parser.add_argument("--pg-database", default="mailer_bench_import")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="the source tree whose `mailer import` runs (default: this one); "
+                             "e.g. the starting code: git archive REV | tar -x -C DIR")
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
@@ -100,7 +107,7 @@ class Run:
     others_pct: float  # share of the machine that other processes took meanwhile
 
 
-def run_import(label: str, env: dict[str, str], path: Path, workdir: Path) -> Run:
+def run_import(label: str, env: dict[str, str], path: Path, workdir: Path, code: Path) -> Run:
     """The real command, timed from its start to its exit."""
     log = workdir / f"import-{label}.stderr"
     before_cpu = cpu_times()
@@ -110,7 +117,7 @@ def run_import(label: str, env: dict[str, str], path: Path, workdir: Path) -> Ru
         result = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "wsgi", "mailer", "import", str(path),
              "--topic", TOPIC_SLUG, "--source", SOURCE],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
+            cwd=code, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise BenchError(f"the import failed ({result.returncode}): "
@@ -154,10 +161,10 @@ def bench(args: argparse.Namespace) -> list[Run]:
             print(f"database: {args.database} ({redact(database_url)}); wrote {args.rows:,} "
                   f"rows ({bad} bad) in {time.perf_counter() - started:.1f} s "
                   f"(setup, not measured)", flush=True)
-            runs = [run_import("first", env, path, workdir)]
+            runs = [run_import("first", env, path, workdir, args.code)]
             print_run(runs[-1], args.rows)
             if args.again:
-                runs.append(run_import("again", env, path, workdir))
+                runs.append(run_import("again", env, path, workdir, args.code))
                 print_run(runs[-1], args.rows)
             return runs
 
