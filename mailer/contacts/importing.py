@@ -422,7 +422,10 @@ class _BatchWriter:
         new_rows = (
             select(_rows.email, _rows.address_hash, _rows.attributes, literal(self.source),
                    false(), now, now)
-            .where(_rows.kept.is_(None), _rows.contact_id.is_(None))
+            # Asked again here, in this statement's own snapshot: on PostgreSQL an erasure
+            # that committed since the batch's first look must not get its plaintext back.
+            .where(_rows.kept.is_(None), _rows.contact_id.is_(None),
+                   ~gate.needs_own_confirmation(_rows.address_hash))
         )
         statement = (
             _INSERT_FOR[dialect_name](_contacts)
