@@ -156,6 +156,8 @@ def import_csv(
     skipped. `source` says where consent was collected; it is the note of each consent event
     (source `import`). Each batch of rows is committed on its own, and `on_progress` is called
     with the report so far after each. Running the same file again changes nothing.
+    It commits the session itself (after reading the topic, and after each batch): call it
+    with nothing of the caller's pending.
 
     Raises ImportFileError for a file without a usable header and ValidationFailed for an
     unknown topic, before anything is written.
