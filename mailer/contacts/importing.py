@@ -101,6 +101,18 @@ class ImportReport:
     kept_marked: int = 0  # an address-wide mark (complained, left, erased...): left as they are
     bad_rows: list[BadRow] = field(default_factory=list)
 
+    def add(self, batch: ImportReport) -> None:
+        """Count a batch's report in this one."""
+        self.rows += batch.rows
+        self.created += batch.created
+        self.updated += batch.updated
+        self.already_subscribed += batch.already_subscribed
+        self.kept_unsubscribed += batch.kept_unsubscribed
+        self.kept_marked += batch.kept_marked
+        # A batch's lines all come after the batches before it: its own bad rows in order
+        # keep the whole list in order.
+        self.bad_rows.extend(sorted(batch.bad_rows, key=lambda bad: bad.line))
+
     def summary(self) -> str:
         """The counts in one line of plain words."""
         return (f"{self.rows} rows: created {self.created}, updated {self.updated}, "
@@ -250,7 +262,7 @@ def _write_batch(rows: list[dict[str, Any]], bad_rows: list[BadRow], topic_id: i
                  source: str, report: ImportReport) -> None:
     """Write one batch in a transaction of its own, committed here, and count it in `report`;
     run it again when a concurrent writer made it fail (nothing of a failed attempt stays)."""
-    counts = _BatchCounts()
+    counts = ImportReport()
     for row in rows:
         row["address_hash"] = addresses.keyed_hash(row["email"])
     for attempt in range(1, BATCH_ATTEMPTS + 1):
@@ -268,16 +280,9 @@ def _write_batch(rows: list[dict[str, Any]], bad_rows: list[BadRow], topic_id: i
                            BATCH_ATTEMPTS)
         else:
             break
-    report.rows += len(rows) + len(bad_rows)
-    report.created += counts.created
-    report.updated += counts.updated
-    report.already_subscribed += counts.already_subscribed
-    report.kept_unsubscribed += counts.kept_unsubscribed
-    report.kept_marked += counts.kept_marked
-    report.bad_rows.extend(bad_rows)
-    if counts.bad_rows:  # found while writing, after the batch's other bad rows were read
-        report.bad_rows.extend(counts.bad_rows)
-        report.bad_rows.sort(key=lambda bad: bad.line)
+    counts.rows = len(rows) + len(bad_rows)
+    counts.bad_rows.extend(bad_rows)
+    report.add(counts)
 
 
 # PostgreSQL: deadlock detected, serialization failure. SQLite: the file stayed busy longer
@@ -295,16 +300,6 @@ def _worth_retrying(exc: DBAPIError) -> bool:
     if getattr(driver_error, "sqlstate", None) in _RETRY_SQLSTATES:
         return True
     return getattr(driver_error, "sqlite_errorcode", None) in _RETRY_SQLITE_CODES
-
-
-@dataclass
-class _BatchCounts:
-    created: int = 0
-    updated: int = 0
-    already_subscribed: int = 0
-    kept_unsubscribed: int = 0
-    kept_marked: int = 0
-    bad_rows: list[BadRow] = field(default_factory=list)
 
 
 class _BatchWriter:
@@ -325,8 +320,8 @@ class _BatchWriter:
     def _now(self) -> ColumnElement[dt.datetime]:
         return literal(self.now, UTCDateTime())
 
-    def write(self, rows: list[dict[str, Any]]) -> _BatchCounts:
-        counts = _BatchCounts()
+    def write(self, rows: list[dict[str, Any]]) -> ImportReport:
+        counts = ImportReport()
         connection = self.session.connection()
         dialect_name = connection.dialect.name
         STAGING.create(connection, checkfirst=True)
@@ -377,7 +372,7 @@ class _BatchWriter:
                            _subscriptions.c.topic_id == self.topic_id)
                     .scalar_subquery()))
 
-    def _update_known(self, counts: _BatchCounts) -> int:
+    def _update_known(self, counts: ImportReport) -> int:
         """Merge the new attributes (and a first source) into the contacts that exist, and
         count each as updated, already subscribed or bad (too many attributes merged); how
         many there were."""
