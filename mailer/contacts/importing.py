@@ -359,18 +359,24 @@ class _BatchWriter:
     def _find_contacts(self) -> None:
         """Fill in the contact of each row whose address has one, and its subscription's
         state for the topic."""
+        # Each asked in WHERE too, so that a row with nothing to fill in is not rewritten
+        # (most rows of a big first import): a scalar subquery, which no plan turns into a
+        # join over the whole table.
+        contact_id = (select(_contacts.c.id)
+                      .where(_contacts.c.address_hash == _rows.address_hash)
+                      .scalar_subquery())
         self.session.execute(
-            update(STAGING).where(_rows.kept.is_(None), _rows.contact_id.is_(None))
-            .values(contact_id=select(_contacts.c.id)
-                    .where(_contacts.c.address_hash == _rows.address_hash)
-                    .scalar_subquery()))
+            update(STAGING).where(_rows.kept.is_(None), _rows.contact_id.is_(None),
+                                  contact_id.is_not(None))
+            .values(contact_id=contact_id))
+        state = (select(_subscriptions.c.state)
+                 .where(_subscriptions.c.contact_id == _rows.contact_id,
+                        _subscriptions.c.topic_id == self.topic_id)
+                 .scalar_subquery())
         self.session.execute(
             update(STAGING).where(_rows.kept.is_(None), _rows.contact_id.is_not(None),
-                                  _rows.state.is_(None))
-            .values(state=select(_subscriptions.c.state)
-                    .where(_subscriptions.c.contact_id == _rows.contact_id,
-                           _subscriptions.c.topic_id == self.topic_id)
-                    .scalar_subquery()))
+                                  _rows.state.is_(None), state.is_not(None))
+            .values(state=state))
 
     def _update_known(self, counts: ImportReport) -> int:
         """Merge the new attributes (and a first source) into the contacts that exist, and
