@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -10,7 +13,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from mailer.apikeys import services as apikeys
-from mailer.contacts.importing import ImportFileError, import_csv
+from mailer.contacts.importing import ImportFileError, ImportReport, import_csv
 from mailer.errors import MailerError
 from mailer.extensions import db
 
@@ -151,9 +154,37 @@ def set_password(email: str) -> None:
     click.echo(f"Console user {user.id}: password changed; their sessions have ended.")
 
 
-def _count_lines(path: Path) -> int:
+def _count_rows(path: Path) -> int:
+    """The file's data rows, for the progress bar (lines after the header; a quoted field
+    spanning lines makes this a little more than the rows)."""
     with path.open("rb") as handle:
         return max(sum(1 for _ in handle) - 1, 0)
+
+
+@contextlib.contextmanager
+def _import_progress(total: int) -> Iterator[Callable[[ImportReport], None]]:
+    """The import's progress on standard error: a bar on a terminal; elsewhere (a log, a
+    pipe) a line at most every two seconds, and one at the end."""
+    if sys.stderr.isatty():
+        with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
+            shown = 0
+
+            def advance(report: ImportReport) -> None:
+                nonlocal shown
+                bar.update(report.rows - shown)
+                shown = report.rows
+
+            yield advance
+        return
+    next_line = time.monotonic() + 2.0
+
+    def print_line(report: ImportReport) -> None:
+        nonlocal next_line
+        if time.monotonic() >= next_line or report.rows >= total:
+            click.echo(f"imported {report.rows} of {total} rows", err=True)
+            next_line = time.monotonic() + 2.0
+
+    yield print_line
 
 
 @mailer_cli.command("import")
@@ -161,25 +192,26 @@ def _count_lines(path: Path) -> int:
 @click.option("--topic", required=True, help="Slug of the topic the contacts consented to.")
 @click.option("--source", required=True, help="Where the consent was collected (kept in the log).")
 def import_contacts(file: Path, topic: str, source: str) -> None:
-    """Import consented contacts from FILE.csv (header row with an 'email' column)."""
+    """Import consented contacts from FILE.csv (header row with an 'email' column).
+
+    Runs beside the service; safe to run again (a second run changes nothing). Unsubscribed
+    and marked addresses are left as they are.
+    """
     _check_installation()
     try:
-        with file.open(newline="", encoding="utf-8-sig") as handle, click.progressbar(
-            length=_count_lines(file), label="Importing", file=sys.stderr
-        ) as bar:
-            report = import_csv(handle, topic=topic, source=source, on_row=lambda: bar.update(1))
+        with file.open(newline="", encoding="utf-8-sig") as handle, _import_progress(
+            _count_rows(file)
+        ) as progress:
+            report = import_csv(handle, topic=topic, source=source, on_progress=progress)
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from exc
     except UnicodeDecodeError as exc:
         raise click.ClickException(f"The file is not UTF-8 text ({exc.reason}).") from exc
     except MailerError as exc:
         raise click.ClickException(exc.message) from exc
-    for line, problem in report.bad_rows:
-        click.echo(f"line {line}: {problem}", err=True)
-    click.echo(
-        f"imported {report.created} new, updated {report.updated}, "
-        f"kept unsubscribed {report.kept_unsubscribed}, skipped {len(report.bad_rows)} bad rows"
-    )
+    for bad in report.bad_rows:
+        click.echo(f"line {bad.line}: {bad.problem}", err=True)
+    click.echo(f"imported {report.summary()}")
 
 
 @mailer_cli.command("worker")

@@ -42,9 +42,6 @@ from mailer.topics.services import list_topics
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY = 100  # rows between two progress lines of an import page
-
-
 def _open_topic_choices() -> list[tuple[str, str]]:
     """Topics a contact may be added to: every topic that is not retired."""
     return [(t.slug, t.name) for t in list_topics() if not t.retired]
@@ -175,28 +172,12 @@ class ImportSummary:
 def run_import(handle: IO[str], *, topic: str, source: str,
                progress: Callable[[int], None]) -> ImportSummary:
     """The console's one call of the importer (the code `mailer import` runs): import the
-    open CSV file into `topic`, calling `progress(rows done)` as it goes.
-
-    Today's importer calls back once a row; the set-based one being written calls
-    `on_progress(report)` once a batch. Swapping is the one call below:
-    `importing.import_csv(handle, topic=topic, source=source,
-    on_progress=lambda report: progress(report.rows))`.
-    """
-    done = 0
-
-    def on_row() -> None:
-        nonlocal done
-        done += 1
-        if done % PROGRESS_EVERY == 0:
-            progress(done)
-
-    report = importing.import_csv(handle, topic=topic, source=source, on_row=on_row)
-    progress(done)
+    open CSV file into `topic`, calling `progress(rows done)` after each committed batch."""
+    report = importing.import_csv(handle, topic=topic, source=source,
+                                  on_progress=lambda so_far: progress(so_far.rows))
     return ImportSummary(
-        report.created, report.updated, report.kept_unsubscribed,
-        getattr(report, "kept_marked", 0),
-        # (line, problem) pairs today, BadRow(line, problem) in the set-based importer.
-        [row if isinstance(row, tuple) else (row.line, row.problem) for row in report.bad_rows],
+        report.created, report.updated, report.kept_unsubscribed, report.kept_marked,
+        [(row.line, row.problem) for row in report.bad_rows],
     )
 
 
