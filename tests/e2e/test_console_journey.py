@@ -5,47 +5,19 @@ from __future__ import annotations
 
 import email
 import email.policy
-import threading
 
 import pytest
-from sqlalchemy import select
 
 from mailer.admin import services as admin
-from mailer.campaigns.models import Campaign
 from mailer.contacts import services as contacts
 from mailer.extensions import db
-from tests.delivery.helpers import run_worker_until_idle
+from tests.e2e.helpers import run_worker_until_finished
 
 pytestmark = pytest.mark.slow
 
 MARKETER = "marketer@shop.example"
 PASSWORD = "a long enough passphrase"
 SUBSCRIBERS = ["ann@example.com", "bob@example.com", "cy@example.com"]
-
-
-def campaign_status(public_id: str) -> str:
-    db.session.remove()
-    return db.session.scalar(select(Campaign.status).where(Campaign.public_id == public_id))
-
-
-def run_worker_until_finished(app, smtp, public_id: str) -> None:
-    """A worker (its scheduler fans the campaign out) until the campaign is finished; in a
-    thread, as Playwright owns this thread's event loop."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            with app.app_context():
-                run_worker_until_idle(app, smtp.url, timeout=60,
-                                      until=lambda: campaign_status(public_id) == "finished")
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(90)
-    if errors:
-        raise errors[0]
 
 
 def test_compose_preview_test_send_and_watch_a_campaign_finish(page, live_url, smtp, deliver,

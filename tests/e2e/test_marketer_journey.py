@@ -14,18 +14,15 @@ import collections
 import email
 import email.policy
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from mailer.admin import services as admin
 from mailer.admin.models import Role
-from mailer.campaigns.models import Campaign
 from mailer.devtools.capture import write_capture
 from mailer.extensions import db
-from tests.delivery.helpers import run_worker_until_idle
+from tests.e2e.helpers import run_worker_until_finished
 
 pytestmark = pytest.mark.slow
 
@@ -38,30 +35,6 @@ CSV = ("email,country\nbob@example.com,DE\nnot an address,FR\ncy@example.com,AT\
 IN_SEGMENT = {"bob@example.com", "dee@example.com"}
 EVERYONE = IN_SEGMENT | {"ann@example.com", "cy@example.com"}
 WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-
-
-def campaign_status(public_id: str) -> str:
-    db.session.remove()
-    return db.session.scalar(select(Campaign.status).where(Campaign.public_id == public_id))
-
-
-def run_worker_until_finished(app, smtp, public_id: str) -> None:
-    """A worker until the campaign is finished, in a thread (Playwright owns this one's loop)."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            with app.app_context():
-                run_worker_until_idle(app, smtp.url, timeout=60,
-                                      until=lambda: campaign_status(public_id) == "finished")
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(90)
-    if errors:
-        raise errors[0]
 
 
 class Steps:
