@@ -7,9 +7,9 @@ like the table.
 
 The same rule is offered as SQL conditions, for the statements that pick many addresses at
 once: `promotional_allowed()` (a campaign's fan-out), `notice_allowed()` (a notice's fan-out)
-and `needs_own_confirmation()` (creating and importing contacts). No other module keeps a list of refusing marks;
-tests/consent/test_gate_sql.py proves the conditions and `decide()` agree on every row of the
-table.
+and `needs_own_confirmation()` (creating and importing contacts). No other module keeps a
+list of refusing marks; tests/consent/test_gate_sql.py proves the conditions and `decide()`
+agree on every row of the table.
 """
 
 from __future__ import annotations
