@@ -156,3 +156,38 @@ def test_only_notice_templates_and_only_with_the_scope(client, auth, make_topic)
     assert post(client, key_with("messages:send")).status_code == 403
     assert db.session.scalar(select(func.count()).select_from(Message)) == 0
     assert db.session.scalar(select(func.count()).select_from(NoticeDelivery)) == 0
+
+
+def test_concurrent_postings_of_one_version_queue_each_contact_once(app, make_topic,
+                                                                     postgres_url):
+    """Two postings of a version at the same moment, each in its own connection: the unique
+    (policy_version, address_hash) lets each contact's row be stored once, whichever wins."""
+    import threading
+
+    from mailer.consent.models import ConsentSource
+    from mailer.notices import services as notices
+
+    make_topic("news", double_opt_in=False)
+    for number in range(200):
+        contacts.upsert(f"reader{number}@example.com", topics=["news"])
+    db.session.commit()
+    start = threading.Barrier(2)
+    answers: list[int] = []
+
+    def post_once() -> None:
+        with app.app_context():
+            start.wait()
+            notice = notices.post("policy_update", DATA, "2027-01", source=ConsentSource.API)
+            db.session.commit()
+            answers.append(notice.recipients)
+            db.session.remove()
+
+    threads = [threading.Thread(target=post_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    db.session.remove()
+    assert sorted(answers) == [0, 200]
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 200
+    assert db.session.scalar(select(func.count(func.distinct(Message.address_hash)))) == 200
