@@ -8,6 +8,7 @@ from mailer.contacts.models import Contact
 from mailer.delivery.throttle import SendRate
 from mailer.installation import Installation
 from mailer.messages.models import IdempotencyRecord, Message
+from mailer.notices.models import Notice, NoticeDelivery
 from mailer.referrals.models import Referral
 from mailer.reports.models import AudienceReport
 from mailer.suppressions.models import Suppression
@@ -23,6 +24,8 @@ __all__ = [
     "IdempotencyRecord",
     "Installation",
     "Message",
+    "Notice",
+    "NoticeDelivery",
     "Referral",
     "SendRate",
     "Subscription",

@@ -13,6 +13,7 @@ def register(app: Flask) -> None:
         campaigns,
         compose,
         contacts,
+        notices,
         reports,
         routes,
         statistics,

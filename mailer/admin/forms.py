@@ -213,6 +213,10 @@ class TopicForm(FlaskForm):
     public = BooleanField("Public: offered on the signup page")
     welcome_text = TextAreaField("Welcome text (shown on the confirmation page)",
                                  validators=[Length(max=2000)], render_kw={"rows": 3})
+    # Choices (the promotional templates) are set by the view; the service checks the value.
+    welcome_template = SelectField(
+        "Welcome mail (a promotional template mailed once a subscription is confirmed)",
+        validate_choice=False)
 
 
 class NewTopicForm(TopicForm):

@@ -32,6 +32,7 @@ def register_api(app: Flask) -> None:
         contacts,
         inbound,
         messages,
+        notices,
         referrals,
         reports,
         templates,
@@ -56,7 +57,8 @@ def register_api(app: Flask) -> None:
     )
     api.init_app(app)
     app.session_interface = NoSessionForTheApi()
-    for module in (contacts, topics, messages, referrals, campaigns, inbound, reports, templates):
+    for module in (contacts, topics, messages, referrals, campaigns, inbound, reports, templates,
+                   notices):
         # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
         csrf.exempt(module.blp)
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")

@@ -42,6 +42,11 @@ class TopicCreateSchema(StrictSchema):
     description = fields.String(load_default="", validate=validate.Length(max=2000))
     double_opt_in = strict_boolean(load_default=True)
     public = strict_boolean(load_default=False)
+    welcome_template = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=100),
+        metadata={"description": "a promotional template mailed once when an address's "
+                                 "subscription to the topic is confirmed (double opt-in "
+                                 "confirm, or single opt-in subscribe); null: none"})
 
 
 class TopicSchema(ma.Schema):
@@ -50,6 +55,7 @@ class TopicSchema(ma.Schema):
     description = fields.String()
     double_opt_in = fields.Boolean()
     public = fields.Boolean()
+    welcome_template = fields.String(allow_none=True)
     created_at = fields.DateTime()
 
 
@@ -67,7 +73,9 @@ class TopicCollection(MethodView):
     @blp.doc(security=SECURITY)
     @blp.arguments(TopicCreateSchema)
     @blp.response(201, TopicSchema)
-    @errors(blp, KEYED, JSON_BODY, {409: "`topic_exists`: a topic has that slug already."})
+    @errors(blp, KEYED, JSON_BODY, {409: "`topic_exists`: a topic has that slug already.",
+                                    422: "`validation_error`: `welcome_template` is not a "
+                                         "promotional template."})
     def post(self, body: dict[str, Any]) -> Topic:
         """Create a topic; a taken slug is 409 topic_exists."""
         topic = topics.create_topic(**body)

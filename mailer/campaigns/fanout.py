@@ -88,8 +88,9 @@ def _address_order() -> ColumnElement[str]:
     return Contact.address_hash  # SQLite compares bytes by default
 
 
-def _public_id(now: dt.datetime, rows: int) -> ColumnElement[str]:
-    """Public ids for up to `rows` rows: the second, the row's place, 19 random digits.
+def public_ids(now: dt.datetime, rows: int) -> ColumnElement[str]:
+    """Public ids for up to `rows` rows of an INSERT ... SELECT ordered by `_address_order()`
+    over contacts (a fan-out, a notice): the second, the row's place, 19 random digits.
 
     The public id is in the Message-ID and bounce addresses, so it must not be
     guessable: the 19 random digits hold 76 bits from the operating system's
@@ -146,7 +147,7 @@ def recipients_query(campaign: Campaign, low: int, high: int,
     now = now or utcnow()
     return (
         select(
-            _public_id(now, high - low),
+            public_ids(now, high - low),
             literal(Category.PROMOTIONAL.value),
             literal(campaign.topic_id, Integer),
             literal(campaign.template),

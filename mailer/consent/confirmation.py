@@ -20,6 +20,7 @@ from mailer.suppressions import services as suppressions
 from mailer.suppressions.services import LIFTED_BY_CONFIRMATION
 from mailer.tokens import Purpose, TokenExpired, TokenInvalid, sign, verify
 from mailer.topics.models import Topic
+from mailer.topics.welcome import send_welcomes
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600
 
@@ -123,6 +124,8 @@ def confirm(token: str, *, share: bool = False) -> Confirmed:
                 source=ConsentSource.CONFIRM, contact_id=contact.id,
             )
         }
+        # After the marks are lifted: the gate judges the welcome mail as promotional mail.
+        send_welcomes(contact.email, confirmed)
     db.session.flush()
     return Confirmed(contact=contact, topics=confirmed, lifted=lifted, sharing_granted=granted)
 

@@ -6,10 +6,10 @@ of ../shared/CONSENT.md; `decide()` is that table as code, and its tests read
 like the table.
 
 The same rule is offered as SQL conditions, for the statements that pick many addresses at
-once: `promotional_allowed()` (a campaign's fan-out) and `needs_own_confirmation()` (creating
-and importing contacts). No other module keeps a list of refusing marks;
-tests/consent/test_gate_sql.py proves the conditions and `decide()` agree on every row of the
-table.
+once: `promotional_allowed()` (a campaign's fan-out), `notice_allowed()` (a notice's fan-out)
+and `needs_own_confirmation()` (creating and importing contacts). No other module keeps a
+list of refusing marks; tests/consent/test_gate_sql.py proves the conditions and `decide()`
+agree on every row of the table.
 """
 
 from __future__ import annotations
@@ -102,11 +102,13 @@ def decide(
     now: dt.datetime | None = None,
     stage: Stage = Stage.ACCEPT,
     test_recipient: bool = False,
+    subscribed_to_any: bool = False,
 ) -> Decision:
     """The rule table: may a mail of `category` go to an address with these marks and state?
 
     `confirmations_today`: for a confirmation mail, those of its kind (see
-    `confirmation_kind`) accepted for the address in the last day."""
+    `confirmation_kind`) accepted for the address in the last day. `subscribed_to_any`: for a
+    notice, whether the address is a contact `subscribed` to at least one topic."""
     address_marks = {m.reason: m for m in marks if m.topic_id is None}
     topic_marks = {m.reason for m in marks if m.topic_id is not None and m.topic_id == topic_id}
     if Reason.BOUNCED in address_marks:
@@ -139,6 +141,15 @@ def decide(
         if test_recipient:
             return ALLOW
         if subscription != SubscriptionState.SUBSCRIBED:
+            return Decision(False, "not_subscribed")
+        return ALLOW
+    if category is Category.NOTICE:
+        # Every address-wide mark refuses a notice; the reasons are the promotional column's,
+        # so a quarantined address reads `not_subscribed` here too.
+        for reason, label in _PROMOTIONAL_REFUSALS:
+            if reason in address_marks:
+                return Decision(False, label)
+        if not subscribed_to_any:
             return Decision(False, "not_subscribed")
         return ALLOW
     raise ValueError(f"unknown category {category!r}")
@@ -203,6 +214,18 @@ def promotional_allowed(address_hash: Any, topic_id: Any, *,
     return and_(subscribed, ~refuses_promotional(address_hash, topic_id))
 
 
+def notice_allowed(address_hash: Any) -> ColumnElement[bool]:
+    """SQL: `decide()` allows a notice to the address: it is a contact `subscribed` to at least
+    one topic and carries no address-wide mark (CONSENT.md's notice column; a topic's own
+    `unsubscribed` mark does not refuse a notice). `address_hash`: a column or a value."""
+    subscribed = exists().where(
+        _contacts.address_hash == address_hash,
+        _subscriptions.contact_id == _contacts.id,
+        _subscriptions.state == SubscriptionState.SUBSCRIBED.value,
+    )
+    return and_(subscribed, ~needs_own_confirmation(address_hash))
+
+
 # Statements of the gate, built once: building and caching-keying a statement on every call
 # cost more than SQLite running it. Core columns, not ORM entities: rows, not objects, are
 # what the rules read, and the ORM's result processing cost as much again.
@@ -228,6 +251,17 @@ def _marks_by_hash(hashes: set[str]) -> dict[str, list[Mark]]:
     for address_hash, reason, topic_id, created_at in rows:
         found[address_hash].append(Mark(Reason(reason), topic_id, created_at))
     return found
+
+
+def _subscribed_to_any(hashes: set[str]) -> set[str]:
+    """The hashes among `hashes` of contacts `subscribed` to at least one topic."""
+    if not hashes:
+        return set()
+    return set(db.session.scalars(
+        select(_contacts.address_hash).where(
+            _contacts.address_hash.in_(list(hashes)),
+            exists().where(_subscriptions.contact_id == _contacts.id,
+                           _subscriptions.state == SubscriptionState.SUBSCRIBED.value))))
 
 
 def _subscription_states(pairs: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
@@ -285,6 +319,8 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
         {(r.address_hash, r.topic_id) for r in requests
          if r.category is Category.PROMOTIONAL and r.topic_id is not None}
     )
+    subscribed_somewhere = _subscribed_to_any(
+        {r.address_hash for r in requests if r.category is Category.NOTICE})
     confirmations: dict[tuple[str, str], int] = {}
     if stage is Stage.ACCEPT:
         confirmations = _confirmations_today(
@@ -302,6 +338,7 @@ def check_many(requests: Sequence[Request], *, stage: Stage) -> list[Decision]:
             now=now,
             stage=stage,
             test_recipient=r.test_recipient,
+            subscribed_to_any=r.address_hash in subscribed_somewhere,
         )
         for r in requests
     ]

@@ -46,6 +46,7 @@ class ConsentSubject(enum.StrEnum):
     TOPIC = "topic"
     PARTNER_SHARING = "partner_sharing"
     ADDRESS = "address"  # an address-wide mark set or lifted (see suppressions)
+    NOTICE = "notice"  # a service notice was queued (state "notified", note its policy version)
 
 
 class Subscription(db.Model):

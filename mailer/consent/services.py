@@ -45,6 +45,8 @@ class SubscriptionOutcome:
     states: dict[str, str] = field(default_factory=dict)
     needs_confirmation: list[Topic] = field(default_factory=list)
     kept_unsubscribed: list[str] = field(default_factory=list)
+    # Topics this request moved to `subscribed` (single opt-in): their welcome mail went out.
+    subscribed: list[Topic] = field(default_factory=list)
 
 
 # Statements of consent changes, built once with bind parameters (building a statement each
@@ -194,6 +196,9 @@ def request_subscriptions(
             # A concurrent request made or changed the row after we read it: ask again, from
             # the row as it is now (it may be subscribed, or unsubscribed).
             _ask(contact, topic, outcome, marked=marked, kind=kind, source=source, note=note)
+    if outcome.subscribed and kind is not RequestKind.IMPORTED:
+        from mailer.topics.welcome import send_welcomes  # it sends through messages.services
+        send_welcomes(contact.email, outcome.subscribed)
     return outcome
 
 
@@ -235,6 +240,8 @@ def _ask(contact: Contact, topic: Topic, outcome: SubscriptionOutcome, *, marked
     outcome.states[topic.slug] = state
     if state is SubscriptionState.PENDING:
         outcome.needs_confirmation.append(topic)
+    else:
+        outcome.subscribed.append(topic)
 
 
 def unsubscribe(

@@ -30,6 +30,7 @@ class Category(enum.StrEnum):
     PROMOTIONAL = "promotional"
     CONFIRMATION = "confirmation"
     REFERRAL = "referral"
+    NOTICE = "notice"  # a service notice (notices.services), one per contact and policy version
 
 
 class MessageStatus(enum.StrEnum):
@@ -80,6 +81,10 @@ class Message(db.Model):
             postgresql_where=text("status IN ('queued', 'deferred', 'sending')"),
             sqlite_where=text("status IN ('queued', 'deferred', 'sending')"),
         ),
+        # A notice's progress reads its rows; partial, so campaign rows (NULL) cost no entry.
+        Index("ix_messages_notice_id", "notice_id",
+              postgresql_where=text("notice_id IS NOT NULL"),
+              sqlite_where=text("notice_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -105,6 +110,8 @@ class Message(db.Model):
     # Indexed for a campaign's stats, cancel and finish; one key per campaign, so appending a
     # fan-out's rows to it is cheap.
     campaign_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # The notice (notices.models.Notice) that queued the row; no foreign key, as campaign_id.
+    notice_id: Mapped[int | None] = mapped_column(Integer)
     # A campaign's test mail (rendered as the campaign's promotional mail, see compose).
     is_test: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

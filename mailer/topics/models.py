@@ -24,6 +24,9 @@ class Topic(db.Model):
     public: Mapped[bool] = mapped_column(default=False)
     # Shown on the confirmation page once an address confirms (plain text).
     welcome_text: Mapped[str] = mapped_column(Text, server_default="")
+    # A promotional template mailed once when an address's subscription to the topic is
+    # confirmed (topics.welcome); None: no welcome mail.
+    welcome_template: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the topic is retired: no new subscription from then on, by any path; its
     # subscriptions and consent history stay as they were.

@@ -12,6 +12,7 @@ from mailer.database import utcnow
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.extensions import db
 from mailer.topics.models import Topic
+from mailer.topics.welcome import check_welcome_template
 
 
 class Slugged(Protocol):
@@ -41,8 +42,10 @@ def get_topic(slug: str) -> Topic:
 
 
 def update_topic(topic: Topic, *, name: str, description: str, double_opt_in: bool,
-                 public: bool, welcome_text: str) -> Topic:
+                 public: bool, welcome_text: str, welcome_template: str | None = None) -> Topic:
     """Change what a topic says and how it is joined; its slug and history stay.
+    `welcome_template`: a promotional template mailed on each confirmed subscription, or None
+    (topics.welcome; anything else is 422).
 
     A change of double opt-in applies to requests from now on: nobody already pending or
     subscribed is moved."""
@@ -51,6 +54,7 @@ def update_topic(topic: Topic, *, name: str, description: str, double_opt_in: bo
     topic.double_opt_in = double_opt_in
     topic.public = public
     topic.welcome_text = welcome_text
+    topic.welcome_template = check_welcome_template(welcome_template)
     db.session.flush()
     return topic
 
@@ -90,12 +94,13 @@ def refuse_retired(topics: Iterable[Retirable], field: str = "topics") -> None:
 
 def create_topic(
     slug: str, name: str, description: str = "", double_opt_in: bool = True, public: bool = False,
-    welcome_text: str = "",
+    welcome_text: str = "", welcome_template: str | None = None,
 ) -> Topic:
-    """Add a topic; a taken slug raises Conflict(topic_exists)."""
+    """Add a topic; a taken slug raises Conflict(topic_exists), a welcome template that is not
+    promotional ValidationFailed."""
     topic = Topic(
         slug=slug, name=name, description=description, double_opt_in=double_opt_in, public=public,
-        welcome_text=welcome_text,
+        welcome_text=welcome_text, welcome_template=check_welcome_template(welcome_template),
     )
     taken = Conflict(f"A topic with slug '{slug}' already exists.", code="topic_exists",
                      fields={"slug": ["This slug is taken."]})

@@ -19,11 +19,14 @@ EXPECTED_OPERATIONS = {
     ("/api/v1/contacts/{email}/export", "get"),
     ("/api/v1/topics", "get"),
     ("/api/v1/topics", "post"),
+    ("/api/v1/notices", "post"),
+    ("/api/v1/notices/{notice_id}", "get"),
 }
 BODY_OPERATIONS = {
     ("/api/v1/contacts", "post"),
     ("/api/v1/contacts/{email}", "patch"),
     ("/api/v1/topics", "post"),
+    ("/api/v1/notices", "post"),
 }
 
 

@@ -101,3 +101,33 @@ def test_a_promotional_mail_without_a_topic_is_refused_in_sql_too(table):
     _topic, built = table
     assert db.session.scalar(select(gate.promotional_allowed(
         literal(built["subscribed to T"]), None))) is False
+
+
+def test_notice_allowed_agrees_with_decide_on_every_row(table):
+    _topic, built = table
+    seen = {}
+    for name, address_hash in built.items():
+        by_sql = db.session.scalar(select(gate.notice_allowed(literal(address_hash))))
+        decision = gate.check(address_hash, Category.NOTICE, stage=Stage.DELIVERY)
+        assert bool(by_sql) is decision.allowed, (name, decision)
+        seen[name] = decision.allowed
+    # The notice column: a contact subscribed to any topic and without an address-wide mark.
+    # "pending or unsubscribed for T" is allowed only when subscribed elsewhere: these rows
+    # are subscribed to nothing, so the table refuses them.
+    assert [name for name, allowed in seen.items() if allowed] == [
+        "subscribed to T", "subscribed, unsubscribed from T by link (a topic mark)",
+        "subscribed, a mark on another topic"]
+
+
+def test_a_contact_pending_for_one_topic_and_subscribed_to_another_may_get_a_notice(make_topic):
+    news = make_topic("news", double_opt_in=True)
+    deals = make_topic("deals", double_opt_in=False)
+    contacts.upsert("both@example.com", topics=[news.slug], kind=RequestKind.UNVERIFIED)
+    address_hash = addresses.hash_of("both@example.com")
+    db.session.flush()
+    assert not gate.check(address_hash, Category.NOTICE).allowed
+    assert not db.session.scalar(select(gate.notice_allowed(literal(address_hash))))
+    contacts.upsert("both@example.com", topics=[deals.slug], kind=RequestKind.IMPORTED)
+    db.session.flush()
+    assert gate.check(address_hash, Category.NOTICE).allowed
+    assert db.session.scalar(select(gate.notice_allowed(literal(address_hash))))
