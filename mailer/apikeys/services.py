@@ -35,6 +35,7 @@ SCOPES: dict[str, str] = {
     "campaigns:write": "create, schedule, pause, resume and cancel campaigns",
     "inbound:write": "hand in bounces and complaints",
     "reports:read": "read audience reports (counts of groups of at least k contacts)",
+    "webhooks:write": "register, list, delete webhooks and rotate their secrets",
 }
 
 
