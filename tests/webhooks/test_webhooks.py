@@ -8,7 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from config import config_from_env
+from mailer import addresses
 from mailer.extensions import db
+from mailer.suppressions import services as suppressions
+from mailer.suppressions.models import Reason
 from mailer.webhooks import services as webhooks
 from mailer.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import key_with
@@ -180,10 +183,15 @@ def test_no_event_names_a_tell_a_friend_recipient(app, client, auth, smtp, recei
     response.get_data()
     response.close()
     assert response.status_code == 202
+    # The friend is a contact of the calling service too: its own events would name it, a
+    # bounce of the referral mail must not.
+    added = client.post("/api/v1/contacts", json={"email": friend}, headers=auth)
+    assert added.status_code == 201, added.get_json()
     send_receipt(client, auth)  # positive control: this one's event does arrive
 
     run_worker(app, smtp.url)
 
+    assert Reason.BOUNCED in suppressions.marks(addresses.hash_of(friend))  # it did bounce
     assert [e["type"] for e in receiver.delivered()] == ["message.sent"]
     assert all(friend.encode() not in r.body for r in receiver.received)
     assert db.session.scalar(select(WebhookDelivery.event_type).where(
@@ -232,3 +240,10 @@ def test_a_deleted_endpoint_gets_nothing_more(app, client, auth, smtp, receiver)
         assert len(kept_receiver.delivered()) == 2  # positive control
     finally:
         kept_receiver.close()
+
+
+def test_openapi_lists_the_webhook_endpoints(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    assert set(paths["/api/v1/webhooks"]) >= {"get", "post"}
+    assert set(paths["/api/v1/webhooks/{webhook_id}"]) >= {"get", "delete"}
+    assert "post" in paths["/api/v1/webhooks/{webhook_id}/rotate"]
