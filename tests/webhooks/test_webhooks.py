@@ -247,3 +247,32 @@ def test_openapi_lists_the_webhook_endpoints(client):
     assert set(paths["/api/v1/webhooks"]) >= {"get", "post"}
     assert set(paths["/api/v1/webhooks/{webhook_id}"]) >= {"get", "delete"}
     assert "post" in paths["/api/v1/webhooks/{webhook_id}/rotate"]
+
+
+def test_failed_suppressed_and_bounced_are_told_with_ids_and_the_contacts_address(
+        app, client, auth, smtp, receiver, make_topic):
+    register(client, auth, receiver.url,
+             ["message.failed", "message.suppressed", "contact.bounced"])
+    make_topic("news", double_opt_in=False)
+    for address in ("fan@example.com", "bob@example.com"):
+        added = client.post("/api/v1/contacts", json={"email": address, "topics": ["news"]},
+                            headers=auth)
+        assert added.status_code == 201
+    promo = client.post("/api/v1/messages", json={
+        "to": "fan@example.com", "template": "newsletter", "category": "promotional",
+        "topic": "news", "data": {"headline": "Sale", "intro": "Now."}}, headers=auth)
+    assert promo.status_code == 202, promo.get_json()
+    # Unsubscribed before the worker gets to it: the gate stops it there.
+    changed = client.patch("/api/v1/contacts/fan@example.com",
+                           json={"subscriptions": {"news": "unsubscribed"}}, headers=auth)
+    assert changed.status_code == 200
+    smtp.script_rcpt("bob@example.com", ["550 5.1.1 no such user"])
+    bounced = send_receipt(client, auth, to="bob@example.com")
+
+    run_worker(app, smtp.url)
+
+    events = {e["type"]: e["data"] for e in receiver.delivered()}
+    assert events["message.suppressed"]["message_id"] == promo.get_json()["id"]
+    assert events["message.failed"] == {"message_id": bounced, "category": "transactional"}
+    assert events["contact.bounced"]["email"] == "bob@example.com"
+    assert set(events) == {"message.suppressed", "message.failed", "contact.bounced"}
