@@ -90,9 +90,11 @@ def housekeeping() -> None:
     from mailer.extensions import db
     from mailer.messages.services import purge_idempotency_records
     from mailer.referrals.services import purge_expired
+    from mailer.webhooks.services import purge_finished
 
     idempotency = purge_idempotency_records()
     referrals = purge_expired()
+    purge_finished()  # the webhook delivery log keeps 30 days
     db.session.commit()
     outbox.settle_scrubs()
     truncate_sqlite_wal(db.engine)

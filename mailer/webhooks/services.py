@@ -184,6 +184,20 @@ def rotate_secret(public_id: str, overlap: dt.timedelta = ROTATION_OVERLAP) -> s
     return endpoint.secret
 
 
+# How long the delivery log keeps a final row (delivered or failed).
+LOG_KEPT = dt.timedelta(days=30)
+
+
+def purge_finished(now: dt.datetime | None = None) -> int:
+    """Forget final deliveries older than LOG_KEPT (the worker's housekeeping); flushes.
+    Returns how many rows went."""
+    cutoff = (now or utcnow()) - LOG_KEPT
+    result = db.session.execute(delete(WebhookDelivery).where(
+        WebhookDelivery.status != DeliveryStatus.PENDING.value,
+        WebhookDelivery.finished_at < cutoff))
+    return result.rowcount or 0
+
+
 def deliveries_of(endpoint: WebhookEndpoint, limit: int = 200) -> list[WebhookDelivery]:
     """The endpoint's newest deliveries, newest first (the console's delivery log)."""
     return list(db.session.scalars(

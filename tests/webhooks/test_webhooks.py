@@ -276,3 +276,21 @@ def test_failed_suppressed_and_bounced_are_told_with_ids_and_the_contacts_addres
     assert events["message.failed"] == {"message_id": bounced, "category": "transactional"}
     assert events["contact.bounced"]["email"] == "bob@example.com"
     assert set(events) == {"message.suppressed", "message.failed", "contact.bounced"}
+
+
+def test_housekeeping_forgets_final_deliveries_after_30_days_and_keeps_pending_ones(
+        client, auth, receiver):
+    from mailer.delivery.worker import housekeeping
+
+    register(client, auth, receiver.url, ["message.sent"])
+    endpoint = db.session.scalar(select(WebhookEndpoint))
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=31)
+    for status, finished in (("delivered", old), ("failed", old), ("pending", None),
+                             ("delivered", dt.datetime.now(dt.UTC))):
+        db.session.add(WebhookDelivery(endpoint_id=endpoint.id, event_id=f"evt_{status}",
+                                       event_type="message.sent", status=status,
+                                       finished_at=finished, created_at=old))
+    db.session.commit()
+    housekeeping()
+    left = db.session.scalars(select(WebhookDelivery.status).order_by(WebhookDelivery.id))
+    assert list(left) == ["pending", "delivered"]
