@@ -412,6 +412,8 @@ class Config:
     MAILER_API_CONFIRMATION_LIMIT: str | None = None
     # Addresses besides the console users' own that may receive a campaign's test mail.
     MAILER_TEST_RECIPIENTS: list[str] = []
+    MAILER_WEBHOOK_ALLOW_PRIVATE = True
+    MAILER_WEBHOOK_RETRY_BACKOFF = 30.0
     WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session cookie
 
     @classmethod
@@ -446,6 +448,12 @@ class Config:
         # the same mail.
         config.MAILER_WORKER_LEASE = _float(env, "MAILER_WORKER_LEASE", 30.0, minimum=1)
         config.MAILER_WORKER_BATCH = _int(env, "MAILER_WORKER_BATCH", 200, minimum=1)
+        # Webhook URLs: https:// to public addresses only in production, unless allowed.
+        config.MAILER_WEBHOOK_ALLOW_PRIVATE = _flag(
+            env.get("MAILER_WEBHOOK_ALLOW_PRIVATE"), cls.ENV_NAME != "production",
+            "MAILER_WEBHOOK_ALLOW_PRIVATE")
+        config.MAILER_WEBHOOK_RETRY_BACKOFF = _float(env, "MAILER_WEBHOOK_RETRY_BACKOFF", 30.0,
+                                                     positive=True)
         config.MAILER_CONFIRM_MAX_AGE = _int(env, "MAILER_CONFIRM_MAX_AGE", 7 * 24 * 3600,
                                              minimum=1)
         config.MAILER_BRAND_NAME = _text(env, "MAILER_BRAND_NAME") or "mailer"

@@ -13,6 +13,7 @@ from mailer.referrals.models import Referral
 from mailer.reports.models import AudienceReport
 from mailer.suppressions.models import Suppression
 from mailer.topics.models import Topic
+from mailer.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "AdminUser",
@@ -31,4 +32,6 @@ __all__ = [
     "Subscription",
     "Suppression",
     "Topic",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

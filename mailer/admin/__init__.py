@@ -20,6 +20,7 @@ def register(app: Flask) -> None:
         templates,
         topics,
         users,
+        webhooks,
     )
     from mailer.admin.blueprint import blp, unauthorized
     from mailer.admin.services import load_user

@@ -37,6 +37,7 @@ def register_api(app: Flask) -> None:
         reports,
         templates,
         topics,
+        webhooks,
     )
 
     app.config.setdefault("API_SPEC_OPTIONS", {})
@@ -49,7 +50,7 @@ def register_api(app: Flask) -> None:
             },
             "info": {
                 "description": (
-                    "Contacts, topics and consent, sending, referrals and campaigns. "
+                    "Contacts, topics and consent, sending, referrals, campaigns and webhooks. "
                     "Errors: {\"error\": {\"code\", \"message\", \"fields\"}}."
                 )
             },
@@ -58,7 +59,7 @@ def register_api(app: Flask) -> None:
     api.init_app(app)
     app.session_interface = NoSessionForTheApi()
     for module in (contacts, topics, messages, referrals, campaigns, inbound, reports, templates,
-                   notices):
+                   notices, webhooks):
         # Bearer keys, not cookies, authenticate the API: no CSRF token applies.
         csrf.exempt(module.blp)
         api.register_blueprint(module.blp, url_prefix=f"/api/v1{module.URL_PREFIX}")

@@ -36,6 +36,7 @@ SCOPES: dict[str, str] = {
     "inbound:write": "hand in bounces and complaints",
     "reports:read": "read audience reports (counts of groups of at least k contacts)",
     "notices:write": "send service notices (policy revisions) and read their progress",
+    "webhooks:write": "register, list, delete webhooks and rotate their secrets",
 }
 
 

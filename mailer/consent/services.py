@@ -22,6 +22,7 @@ from mailer.database import DIALECTS, dialect_of, utcnow
 from mailer.extensions import db
 from mailer.topics.models import Topic
 from mailer.topics.services import refuse_retired
+from mailer.webhooks import services as webhooks
 
 
 class RequestKind(enum.Enum):
@@ -144,6 +145,7 @@ def _set_state(contact: Contact, topic: Topic, state: SubscriptionState,
         set_committed_value(subscription, "state", state.value)
         set_committed_value(subscription, "updated_at", now)
     _log(contact, ConsentSubject.TOPIC, state.value, source, note, topic)
+    webhooks.contact_subscription_changed(contact, topic, state.value)
     return True
 
 

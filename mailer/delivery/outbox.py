@@ -26,6 +26,7 @@ from mailer.extensions import db
 from mailer.messages.models import Category, Message, MessageStatus
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
+from mailer.webhooks import services as webhooks
 
 # Literal, so PostgreSQL can match the partial index ix_messages_claimable.
 _CLAIMABLE_SQL = text("messages.status IN ('queued', 'deferred', 'sending')")
@@ -256,7 +257,10 @@ def record(owner: str, outcomes: Sequence[Outcome], base_backoff: float,
         db.session.execute(other_statement, params)
     for o in outcomes:
         if o.hard_bounce:
-            suppressions.suppress(o.address_hash, Reason.BOUNCED, source=ConsentSource.BOUNCE)
+            # A Tell-a-Friend recipient's bounce is announced to no webhook.
+            suppressions.suppress(o.address_hash, Reason.BOUNCED, source=ConsentSource.BOUNCE,
+                                  announce=o.category is not Category.REFERRAL)
+    webhooks.messages_finished(outcomes)
     db.session.commit()
     if scrub:
         _wal_truncate_owed = True

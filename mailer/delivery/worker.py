@@ -62,6 +62,9 @@ class WorkerSettings:
     drain_seconds: float = 6.0
     record_interval: float = 0.2
     scheduler_interval: float = 1.0
+    webhook_interval: float = 0.5
+    webhook_batch: int = 50
+    webhook_backoff: float = 30.0
 
     @classmethod
     def from_app(cls, app: Flask) -> WorkerSettings:
@@ -72,6 +75,7 @@ class WorkerSettings:
             max_attempts=int(config.get("MAILER_MAX_ATTEMPTS", 10)),
             batch_size=int(config.get("MAILER_WORKER_BATCH", 200)),
             lease_seconds=float(config.get("MAILER_WORKER_LEASE", 30.0)),
+            webhook_backoff=float(config.get("MAILER_WEBHOOK_RETRY_BACKOFF", 30.0)),
         )
 
 
@@ -86,9 +90,11 @@ def housekeeping() -> None:
     from mailer.extensions import db
     from mailer.messages.services import purge_idempotency_records
     from mailer.referrals.services import purge_expired
+    from mailer.webhooks.services import purge_finished
 
     idempotency = purge_idempotency_records()
     referrals = purge_expired()
+    purge_finished()  # the webhook delivery log keeps 30 days
     db.session.commit()
     outbox.settle_scrubs()
     truncate_sqlite_wal(db.engine)
@@ -246,6 +252,31 @@ class Worker:
                 log.exception("campaign scheduler round failed")
             await self._pause(self.settings.scheduler_interval)
 
+    async def _webhooks(self) -> None:
+        """Deliver due webhook events: claim a batch in the database thread, POST them
+        concurrently on the loop (httpx), record the outcomes; until stopping."""
+        import httpx
+
+        from mailer.webhooks import services as webhooks
+
+        settings = self.settings
+        allow_private = bool(self.app.config.get("MAILER_WEBHOOK_ALLOW_PRIVATE", True))
+        # No redirects: a receiver's 3xx is no delivery, and must not lead the request on.
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+            while not self.stopping.is_set():
+                try:
+                    batch = await self._in_db(webhooks.claim, self.owner,
+                                              settings.webhook_batch, settings.lease_seconds)
+                    if batch:
+                        attempts = await asyncio.gather(
+                            *(webhooks.post(client, event, allow_private) for event in batch))
+                        await self._in_db(webhooks.record_attempts, self.owner, attempts,
+                                          settings.webhook_backoff)
+                        continue
+                except Exception:
+                    log.exception("webhook delivery round failed")  # leases lapse: retried
+                await self._pause(settings.webhook_interval)
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
@@ -339,10 +370,11 @@ class Worker:
                    for i in range(self.settings.connections)]
         recorder = asyncio.create_task(self._recorder(), name="recorder")
         campaign_scheduler = asyncio.create_task(self._scheduler(), name="scheduler")
+        webhook_delivery = asyncio.create_task(self._webhooks(), name="webhooks")
         try:
             await self.stopping.wait()
         finally:
-            await asyncio.gather(campaign_scheduler, return_exceptions=True)
+            await asyncio.gather(campaign_scheduler, webhook_delivery, return_exceptions=True)
             await self._shutdown(claimer, senders, recorder)
 
     async def _shutdown(self, claimer: asyncio.Task[None], senders: list[asyncio.Task[None]],

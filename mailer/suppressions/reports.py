@@ -50,7 +50,7 @@ from mailer import addresses
 from mailer.consent.models import ConsentSource
 from mailer.errors import MailerError
 from mailer.extensions import db
-from mailer.messages.models import Message, MessageStatus
+from mailer.messages.models import Category, Message, MessageStatus
 from mailer.suppressions import services as suppressions
 from mailer.suppressions.models import Reason
 
@@ -419,12 +419,14 @@ def apply(report: Report) -> Outcome:
     """Mark the address of the sent mail a report is about, as its verdict says; raise
     NoRecipient when the report carries none of our sent mail's Message-IDs (whatever
     addresses it names). Flushes; the caller commits."""
-    row_hash = None
+    row_hash = category = None
     if report.public_id is not None:
-        row_hash = db.session.scalar(
-            select(Message.address_hash).where(Message.public_id == report.public_id,
-                                               Message.status == MessageStatus.SENT)
-        )
+        row = db.session.execute(
+            select(Message.address_hash, Message.category).where(
+                Message.public_id == report.public_id, Message.status == MessageStatus.SENT)
+        ).first()
+        if row is not None:
+            row_hash, category = row
     if row_hash is None:
         raise NoRecipient()
     # The outbox row names exactly the address we mailed, however the report spells (or
@@ -434,7 +436,9 @@ def apply(report: Report) -> Outcome:
     action = Action.NONE
     if verdict in _MARKS:
         reason, source = _MARKS[verdict]
-        suppressions.suppress(row_hash, reason, source=source)
+        # A report about a Tell-a-Friend mail is announced to no webhook.
+        suppressions.suppress(row_hash, reason, source=source,
+                              announce=category != Category.REFERRAL)
         action = Action.SUPPRESSED
     outcome = Outcome(first.kind, action, verdict, first.status, 1)
     log.info(

@@ -7,6 +7,7 @@ from sqlalchemy import delete, select
 from mailer.consent.models import ConsentEvent, ConsentSource, ConsentSubject
 from mailer.extensions import db
 from mailer.suppressions.models import Reason, Scope, Suppression
+from mailer.webhooks import services as webhooks
 
 # Where each mark applies when no topic is named (../shared/CONSENT.md).
 DEFAULT_SCOPE = {
@@ -33,9 +34,11 @@ def suppress(
     topic_id: int | None = None,
     contact_id: int | None = None,
     note: str | None = None,
+    announce: bool = True,
 ) -> Suppression:
     """Mark an address (idempotent) and log the mark as a consent event (`note`: who asked,
-    e.g. the console user)."""
+    e.g. the console user). A new bounced or complained mark on a contact's address records
+    its webhook event, unless `announce` is False (the mark came from a referral mail)."""
     scope = Scope.TOPIC if topic_id is not None else DEFAULT_SCOPE[reason]
     same_topic = (
         Suppression.topic_id.is_(None) if topic_id is None else Suppression.topic_id == topic_id
@@ -64,6 +67,8 @@ def suppress(
         )
     )
     db.session.flush()
+    if announce:
+        webhooks.address_marked(address_hash, reason.value)
     return row
 
 
