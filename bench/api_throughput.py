@@ -652,11 +652,15 @@ def bench_env(url: str) -> dict[str, str]:
         "MAILER_SECRET_KEYS": secrets.token_urlsafe(32),
         "MAILER_ENV": "production",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Production refuses to start without its own address-hash key (README, Deploying).
+        "MAILER_ADDRESS_HASH_KEY": secrets.token_urlsafe(32),
     }
-    env.pop("MAILER_ADDRESS_HASH_KEY", None)
     # Mail needs a sender and, when promotional, a postal address.
     env.setdefault("MAILER_FROM", "Bench Shop <bench@example.com>")
     env.setdefault("MAILER_POSTAL_ADDRESS", "1 Benchmark Street, 10115 Berlin")
+    # Production also wants https links and a named relay; no mail is sent here (no worker runs).
+    env.setdefault("MAILER_BASE_URL", "https://shop.example")
+    env.setdefault("MAILER_SMTP_URL", "smtp://127.0.0.1:2525")
     return env
 
 

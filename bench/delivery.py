@@ -287,6 +287,8 @@ def service_env(database_url: str, smtp_url: str, secret: str,
         MAILER_ENV="production",
         MAILER_DATABASE_URL=database_url,
         MAILER_SECRET_KEYS=secret,
+        # Production refuses to start without its own address-hash key (README, Deploying).
+        MAILER_ADDRESS_HASH_KEY=secret,
         MAILER_BASE_URL=BASE_URL,
         MAILER_FROM=SENDER,
         MAILER_POSTAL_ADDRESS=POSTAL,
