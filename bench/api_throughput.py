@@ -85,12 +85,12 @@ class Endpoint:
     goal_p99_ms: float | None = None  # the endpoint's p99 latency, at most
 
 
-# The goals this benchmark checks (see bench/README.md); runs in this order.
+# The floors this benchmark checks (issue 14's; see bench/README.md); runs in this order.
 ENDPOINTS = {
-    "contacts": Endpoint("contacts", "POST /api/v1/contacts", 0.4, 20.0),
-    "messages": Endpoint("messages", "POST /api/v1/messages", 0.4, 20.0),
+    "contacts": Endpoint("contacts", "POST /api/v1/contacts", 0.3, 25.0),
+    "messages": Endpoint("messages", "POST /api/v1/messages", 0.3, 25.0),
     "promotional": Endpoint("promotional", "POST /api/v1/messages promo"),
-    "unsubscribe": Endpoint("unsubscribe", "POST /unsubscribe/<token>", 0.5),
+    "unsubscribe": Endpoint("unsubscribe", "POST /unsubscribe/<token>", 0.4, 25.0),
 }
 ALL = ("contacts", "messages", "unsubscribe")
 
