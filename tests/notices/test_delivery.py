@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer import addresses
@@ -158,6 +159,7 @@ def test_only_notice_templates_and_only_with_the_scope(client, auth, make_topic)
     assert db.session.scalar(select(func.count()).select_from(NoticeDelivery)) == 0
 
 
+@pytest.mark.postgres
 def test_concurrent_postings_of_one_version_queue_each_contact_once(app, make_topic,
                                                                      postgres_url):
     """Two postings of a version at the same moment, each in its own connection: the unique
