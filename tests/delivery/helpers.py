@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import func, or_, select
@@ -70,3 +72,27 @@ def run_worker_until_idle(app: Flask, smtp_url: str, settings: WorkerSettings = 
     worker = asyncio.run(main())
     db.session.remove()
     return worker
+
+
+def run_worker_in_thread(app: Flask, smtp_url: str, settings: WorkerSettings = FAST,
+                         **options: Any) -> None:
+    """run_worker_until_idle() in a thread of its own, waited for (at most 90 s), its error
+    raised here: a test that ran earlier in the session may have left an asyncio loop
+    running in this thread (Playwright owns it in the browser tests)."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with app.app_context():
+                run_worker_until_idle(app, smtp_url, settings, **options)
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(90)
+    if thread.is_alive():
+        raise TimeoutError("the worker did not finish")
+    if errors:
+        raise errors[0]
+    db.session.remove()

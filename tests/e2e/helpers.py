@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 from flask import Flask
 from sqlalchemy import select
 
 from mailer.campaigns.models import Campaign
 from mailer.extensions import db
-from tests.delivery.helpers import run_worker_until_idle
+from tests.delivery.helpers import run_worker_in_thread
 from tests.smtp_server import ScriptedSmtpServer
 
 
@@ -22,18 +20,5 @@ def campaign_status(public_id: str) -> str:
 def run_worker_until_finished(app: Flask, smtp: ScriptedSmtpServer, public_id: str) -> None:
     """A worker (its scheduler fans the campaign out) until the campaign is finished; in a
     thread, as Playwright owns this thread's event loop."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            with app.app_context():
-                run_worker_until_idle(app, smtp.url, timeout=60,
-                                      until=lambda: campaign_status(public_id) == "finished")
-        except BaseException as exc:  # re-raised in the test thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(90)
-    if errors:
-        raise errors[0]
+    run_worker_in_thread(app, smtp.url, timeout=60,
+                         until=lambda: campaign_status(public_id) == "finished")

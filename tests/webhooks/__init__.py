@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from mailer.extensions import db
 from mailer.webhooks.models import DeliveryStatus, WebhookDelivery
-from tests.delivery.helpers import FAST, run_worker_until_idle
+from tests.delivery.helpers import FAST, busy_count, run_worker_in_thread
 
 SETTINGS = dataclasses.replace(FAST, webhook_interval=0.05, webhook_backoff=0.05)
 
@@ -94,26 +94,9 @@ def webhooks_settled() -> bool:
 
 def run_worker(app: Flask, smtp_url: str, until: Callable[[], bool] | None = None) -> None:
     """A real worker until the mail outbox is idle and no webhook event is pending, in a
-    thread of its own (see tests/referrals.deliver)."""
-    errors: list[BaseException] = []
+    thread of its own."""
 
     def done() -> bool:
-        from tests.delivery.helpers import busy_count
-
         return busy_count() == 0 and webhooks_settled() and (until is None or until())
 
-    def target() -> None:
-        try:
-            with app.app_context():
-                run_worker_until_idle(app, smtp_url, SETTINGS, until=done)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(90)
-    if thread.is_alive():
-        raise TimeoutError("the worker did not finish")
-    if errors:
-        raise errors[0]
-    db.session.remove()
+    run_worker_in_thread(app, smtp_url, SETTINGS, until=done)
